@@ -1,0 +1,33 @@
+"""livexai: explain PyTorch models live in Jupyter.
+
+The headless core (every method as a plain function returning an :class:`Explanation`) is imported here;
+widgets are imported only when first used, so ``import livexai`` stays light and works without Jupyter.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from ._adapter import Cancelled, ModelAdapter
+from .explanation import Explanation
+
+__version__ = "0.1.0"
+
+# Widget classes, imported on first access (see __getattr__): the core never imports widget code.
+_WIDGETS = {}
+
+__all__ = [
+    "Cancelled",
+    "Explanation",
+    "ModelAdapter",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WIDGETS:
+        return getattr(import_module(_WIDGETS[name], __name__), name)
+    if name in ("datasets", "models"):
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'livexai' has no attribute {name!r}")

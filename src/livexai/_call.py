@@ -1,0 +1,111 @@
+"""What every method does first and last: check the input, pick the target, and package the Explanation.
+
+Methods call :func:`prepare` once, do their own work with ``call.adapter`` and ``call.x``, and build their
+result with :meth:`PreparedCall.explanation`, so timing, evaluation counts and the common fields are filled in
+the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._adapter import ModelAdapter, OutputSpace
+from ._inputs import InputKind, as_single_input, display_image, resolve_target
+from .explanation import Explanation
+
+
+@dataclass
+class PreparedCall:
+    """A validated input ready for a method: ``x`` ``(1, ...)`` on the model's device, the target, f(x)."""
+
+    adapter: ModelAdapter
+    x: torch.Tensor
+    kind: InputKind
+    target: int
+    scores: torch.Tensor
+    image: torch.Tensor | None
+    feature_names: list[str] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    evals_before: int = 0
+
+    @property
+    def prediction(self) -> float:
+        return float(self.scores[0, self.target])
+
+    def explanation(
+        self, method: str, attributions: torch.Tensor, params: dict[str, Any], **fields: Any
+    ) -> Explanation:
+        """Package a result: tensors moved to the CPU as float32, time and evaluations since :func:`prepare`."""
+        cpu = {
+            name: (
+                value.detach().to("cpu", torch.float32)
+                if isinstance(value, torch.Tensor) and name != "segments"
+                else value
+            )
+            for name, value in fields.items()
+        }
+        if isinstance(cpu.get("segments"), torch.Tensor):
+            cpu["segments"] = cpu["segments"].detach().to("cpu", torch.long)
+        return Explanation(
+            method=method,
+            target=self.target,
+            attributions=attributions.detach().to("cpu", torch.float32),
+            prediction=self.prediction,
+            params={"output": self.adapter.output, **params},
+            n_evals=self.adapter.n_evals - self.evals_before,
+            elapsed_s=time.perf_counter() - self.started,
+            image=self.image,
+            feature_names=self.feature_names,
+            **cpu,
+        )
+
+
+def as_adapter(
+    model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter, output: OutputSpace
+) -> ModelAdapter:
+    """Reuse an adapter (a widget keeps one, with its cached f(x)) or wrap a model in a new one."""
+    if isinstance(model, ModelAdapter):
+        return (
+            model if model.output == output else ModelAdapter(model.model, output=output, device=model.device)
+        )
+    return ModelAdapter(model, output=output)
+
+
+def prepare(
+    model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+    x: torch.Tensor,
+    *,
+    target: int | None,
+    output: OutputSpace = "logits",
+    image: Any = None,
+    feature_names: list[str] | None = None,
+    expect: InputKind | None = None,
+) -> PreparedCall:
+    """Validate ``x``, run the model once on it (cached), resolve ``target`` and the display image."""
+    started = time.perf_counter()
+    batch, kind = as_single_input(x)
+    if expect is not None and kind != expect:
+        wanted = "an image (C, H, W)" if expect == "image" else "a tabular row (F,)"
+        raise ValueError(f"this method explains {wanted}; got x with shape {tuple(x.shape)}")
+    adapter = as_adapter(model, output)
+    evals_before = adapter.n_evals
+    batch = adapter.prepare(batch)
+    scores = adapter.scores(batch)
+    if feature_names is not None and (kind != "tabular" or len(feature_names) != batch.shape[1]):
+        raise ValueError(f"feature_names has {len(feature_names)} names; expected one per column of x")
+    return PreparedCall(
+        adapter=adapter,
+        x=batch,
+        kind=kind,
+        target=resolve_target(target, scores),
+        scores=scores,
+        image=display_image(image, batch) if kind == "image" else None,
+        feature_names=list(feature_names) if feature_names is not None else None,
+        started=started,
+        evals_before=evals_before,
+    )

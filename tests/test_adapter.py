@@ -1,0 +1,185 @@
+"""The model adapter: batching, output spaces, caching, and the user's model left exactly as it was."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from livexai._adapter import Cancelled, ModelAdapter, eval_mode
+from livexai._call import prepare
+
+
+def small_cnn(n_classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, n_classes),
+    )
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything about a model a method could disturb."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+    }
+
+
+def assert_same(before: dict, after: dict) -> None:
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["hooks"] == after["hooks"]
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    for a, b in zip(before["grads"], after["grads"], strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+class CountingModel(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.sizes.append(x.shape[0])
+        return self.inner(x)
+
+
+def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> None:
+    model = small_cnn()
+    model.train()
+    model[1].eval()  # frozen batch norm inside a training model: must come back exactly like this
+    before = snapshot(model)
+    inputs = torch.rand(300, 3, 16, 16)
+    adapter = ModelAdapter(model)
+    scores = adapter.evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
+    with eval_mode(model), torch.no_grad():
+        expected = model(inputs)
+    assert torch.allclose(scores, expected, atol=1e-5)
+    assert adapter.n_evals == 300
+    assert_same(before, snapshot(model))
+
+
+def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:
+    model = CountingModel(small_cnn())
+    inputs = torch.rand(1000, 3, 16, 16)
+    adapter = ModelAdapter(model)
+    adapter.evaluate(1000, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
+    # warm-up batch, then one timed batch per candidate size, then the chosen size
+    assert model.sizes[:6] == [8, 8, 16, 32, 64, 128]
+    chosen = model.sizes[6]
+    assert chosen in (8, 16, 32, 64, 128)
+    model.sizes.clear()
+    ModelAdapter(model).evaluate(200, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
+    assert set(model.sizes[:-1]) == {chosen}
+    assert len(model.sizes) == math.ceil(200 / chosen)
+
+
+def test_small_calls_skip_tuning() -> None:
+    model = CountingModel(small_cnn())
+    inputs = torch.rand(50, 3, 8, 8)
+    ModelAdapter(model).evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
+    assert model.sizes == [32, 18]
+
+
+def test_probs_output_is_softmax_of_logits() -> None:
+    model = small_cnn()
+    x = torch.rand(1, 3, 8, 8)
+    logits = ModelAdapter(model).scores(x)
+    probs = ModelAdapter(model, output="probs").scores(x)
+    assert torch.allclose(probs, torch.softmax(logits, 1))
+    assert torch.allclose(probs.sum(), torch.tensor(1.0))
+
+
+def test_scores_are_cached_for_the_same_input_and_recomputed_after_in_place_change() -> None:
+    model = CountingModel(small_cnn())
+    adapter = ModelAdapter(model)
+    x = torch.rand(1, 3, 8, 8)
+    first = adapter.scores(adapter.prepare(x))
+    adapter.scores(adapter.prepare(x))
+    assert model.calls == 1
+    x.mul_(0.5)
+    second = adapter.scores(adapter.prepare(x))
+    assert model.calls == 2
+    assert not torch.equal(first, second)
+
+
+def test_cancel_check_stops_between_batches() -> None:
+    model = CountingModel(small_cnn())
+    inputs = torch.rand(100, 3, 8, 8)
+    seen = []
+
+    def check() -> None:
+        seen.append(1)
+        if len(seen) > 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        ModelAdapter(model).evaluate(100, lambda a, b: inputs[a:b], input_shape=(3, 8, 8), check_cancel=check)
+    assert model.calls == 2
+
+
+def test_plain_callable_is_accepted() -> None:
+    weights = torch.randn(5, 3)
+    adapter = ModelAdapter(lambda batch: batch @ weights)
+    assert adapter.device == torch.device("cpu")
+    rows = torch.randn(10, 5)
+    assert torch.allclose(adapter.evaluate(10, lambda a, b: rows[a:b], input_shape=(5,)), rows @ weights)
+
+
+def test_model_in_float64_gets_float64_inputs() -> None:
+    model = nn.Linear(4, 2).double()
+    call = prepare(model, torch.rand(4), target=None)
+    assert call.x.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (lambda b: b.sum(1), r"returned shape \(1,\).*expected \(N, n_outputs\)"),
+        (lambda b: (b, b), r"returned tuple.*expected a tensor"),
+        (lambda b: b[:1].repeat(2, 1), r"returned shape \(2, 4\) for a batch of 1"),
+    ],
+)
+def test_bad_model_outputs_are_explained(model, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        prepare(model, torch.rand(4), target=None)
+
+
+def test_not_a_model() -> None:
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module or a callable"):
+        ModelAdapter("resnet")  # type: ignore[arg-type]
+
+
+def test_unknown_output_space() -> None:
+    with pytest.raises(ValueError, match="output must be one of"):
+        ModelAdapter(small_cnn(), output="softmax")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_runs_on_cuda() -> None:
+    model = small_cnn().cuda()
+    inputs = torch.rand(600, 3, 16, 16, device="cuda")
+    adapter = ModelAdapter(model)
+    scores = adapter.evaluate(600, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
+    assert scores.device.type == "cuda"
+    with eval_mode(model), torch.no_grad():
+        assert torch.allclose(scores, model(inputs), atol=1e-4)
