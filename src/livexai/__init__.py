@@ -10,7 +10,11 @@ from importlib import import_module
 from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
+from .cam import grad_cam
 from .explanation import Explanation
+from .gradients import gradient_shap, integrated_gradients, saliency
+from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
+from .metrics import mass_inside, rank_correlation
 
 __version__ = "0.1.0"
 
@@ -18,10 +22,22 @@ __version__ = "0.1.0"
 _WIDGETS = {}
 
 __all__ = [
+    "Activations",
     "Cancelled",
     "Explanation",
+    "LayerInfo",
     "ModelAdapter",
     "__version__",
+    "activation_grid",
+    "activations",
+    "grad_cam",
+    "gradient_shap",
+    "integrated_gradients",
+    "layer_info",
+    "layers",
+    "mass_inside",
+    "rank_correlation",
+    "saliency",
 ]
 
 

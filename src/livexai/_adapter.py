@@ -58,7 +58,10 @@ def eval_mode(model: object) -> Iterator[None]:
 
 def _identity(x: torch.Tensor) -> tuple:
     """What makes two tensors the same input: memory, layout, dtype, device and the in-place version counter."""
-    return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version)
+    # Tensors made under torch.inference_mode have no version counter: a fresh object never matches, so they are
+    # simply not cached (they could be changed in place unseen).
+    version = object() if x.is_inference() else x._version
+    return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
 
 
 def _first_tensor(model: object) -> torch.Tensor | None:

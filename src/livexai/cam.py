@@ -1,0 +1,145 @@
+"""Grad-CAM and Grad-CAM++: where in the image a convolutional layer's evidence for a class lies.
+
+Grad-CAM (Selvaraju et al., 2017) weights each channel of a layer's activation ``A`` ``(C, h, w)`` by the mean
+gradient of the class score over the map, sums, and keeps the positive part; Grad-CAM++ (Chattopadhay et al.,
+2018) weights positive gradients pixel by pixel with ``alpha = g^2 / (2 g^2 + sum(A) g^3)`` (pytorch-grad-cam's
+form). The map is upsampled bilinearly (``align_corners=False``) to the input size, as Captum's
+``LayerAttribution.interpolate`` does.
+
+Gradients are taken with ``torch.autograd.grad`` with respect to the layer's activation only: the model's
+parameters, their ``.grad`` and ``requires_grad`` flags are never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._adapter import ModelAdapter, OutputSpace
+from ._call import prepare
+from .explanation import Explanation
+from .gradients import input_leaf
+from .layers import Reshape, as_maps, capture, pick_call, resolve_layer
+
+__all__ = ["cam_maps", "grad_cam", "upsample"]
+
+_EPS = 1e-7  # keeps Grad-CAM++'s alpha finite where g = 0 (those pixels are zeroed anyway)
+
+
+def cam_maps(activation: torch.Tensor, gradient: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Low-resolution Grad-CAM and Grad-CAM++ maps ``(N, h, w)`` from ``A`` and ``dScore/dA`` ``(N, C, h, w)``.
+
+    Both come from the same activation and gradient, so computing both costs nothing extra and lets a widget
+    switch between them without another backward pass. Computed in float32 (``g**3`` underflows in half).
+    """
+    a, g = activation.float(), gradient.float()
+    weights = g.mean(dim=(2, 3), keepdim=True)
+    plain = torch.relu((weights * a).sum(dim=1))
+    g2 = g * g
+    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + _EPS)
+    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    weights_pp = (torch.relu(g) * alpha).sum(dim=(2, 3), keepdim=True)
+    plus_plus = torch.relu((weights_pp * a).sum(dim=1))
+    return {"grad_cam": plain, "grad_cam++": plus_plus}
+
+
+def upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A map ``(h, w)`` or ``(N, h, w)`` resized bilinearly (``align_corners=False``) to ``size`` ``(H, W)``."""
+    batch = low_res if low_res.ndim == 3 else low_res[None]
+    resized = F.interpolate(batch[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return resized if low_res.ndim == 3 else resized[0]
+
+
+def _activation_and_gradient(
+    adapter: ModelAdapter, x: torch.Tensor, module: nn.Module, name: str, target: int, call: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's output on ``x`` and the gradient of the target score with respect to it (one pass each way)."""
+    with adapter.session(), torch.enable_grad():
+        with capture(module, for_grad=True) as outputs:
+            scores = adapter.forward(input_leaf(x))
+        activation = pick_call(outputs, call, name)
+        if not isinstance(activation, torch.Tensor):
+            raise ValueError(
+                f"layer {name!r} returns {type(activation).__name__}, not a tensor; pick a layer that outputs a "
+                "map (N, C, h, w), see livexai.layers(model, x)"
+            )
+        if not activation.requires_grad or not scores.requires_grad:
+            raise ValueError(
+                f"the target score does not depend on layer {name!r} through autograd (the model detaches or runs "
+                "under no_grad); Grad-CAM needs a differentiable path from the layer to the output"
+            )
+        (gradient,) = torch.autograd.grad(scores[:, target].sum(), activation, allow_unused=True)
+    if (
+        gradient is None
+    ):  # the layer ran but autograd never reaches it from the output: a detach, a side branch
+        raise ValueError(
+            f"the target score does not depend on layer {name!r} through autograd (the model detaches its output "
+            "or the layer feeds a branch that does not reach the output); pick a layer on the path to the output"
+        )
+    return activation.detach(), gradient
+
+
+def grad_cam(
+    model: nn.Module | ModelAdapter,
+    x: torch.Tensor,
+    *,
+    layer: str | nn.Module,
+    target: int | None = None,
+    plus_plus: bool = False,
+    output: OutputSpace = "logits",
+    reshape: Reshape | None = None,
+    image: Any = None,
+    call: int = -1,
+) -> Explanation:
+    """Grad-CAM (or Grad-CAM++ with ``plus_plus=True``) of ``target`` at ``layer`` for one image ``x``.
+
+    Parameters
+    ----------
+    model: an ``nn.Module`` mapping ``(N, C, H, W)`` to scores ``(N, K)``, or a :class:`ModelAdapter`.
+    x: the model-ready image ``(C, H, W)`` or ``(1, C, H, W)``.
+    layer: a name from :func:`livexai.layers` (e.g. the last convolutional block) or the module itself.
+    target: the class to explain; None explains the top class.
+    output: explain ``"logits"`` (the original method) or ``"probs"``.
+    reshape: for ViT-style layers that output tokens ``(N, T, D)``, a callable turning them into maps
+        ``(N, D, h, w)``; applied to the activation and to its gradient alike. For a ViT with a class token and
+        a 14x14 patch grid: ``lambda t: t[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[2], 14, 14)``.
+    image: the display image for overlays (see :func:`livexai.Explanation`); derived from ``x`` if None.
+    call: which call of a module that runs several times per forward pass (default: the last, like Captum).
+
+    Returns
+    -------
+    An :class:`Explanation` with ``attributions`` ``(H, W)`` >= 0 at the input size, method ``"grad_cam"`` or
+    ``"grad_cam++"``. ``params["low_res"]`` holds the map ``(h, w)`` before upsampling and
+    ``params["low_res_maps"]`` both variants, so a widget can switch method or resolution without recomputing.
+    """
+    if not isinstance(plus_plus, bool):
+        raise TypeError(f"plus_plus must be True or False, got {plus_plus!r}")
+    if reshape is not None and not callable(reshape):
+        raise TypeError(
+            f"reshape must be a callable turning tokens (N, T, D) into maps (N, D, h, w), got {reshape!r}"
+        )
+    call_ = prepare(model, x, target=target, output=output, image=image, expect="image")
+    name, module = resolve_layer(call_.adapter.model, layer)
+    activation, gradient = _activation_and_gradient(call_.adapter, call_.x, module, name, call_.target, call)
+    maps_a = as_maps(activation, name, reshape)
+    maps_g = reshape(gradient) if reshape is not None else gradient
+    if maps_g.shape != maps_a.shape:
+        raise ValueError(
+            f"reshape gave activation {tuple(maps_a.shape)} but gradient {tuple(maps_g.shape)}; it must be a pure "
+            "rearrangement that treats both alike"
+        )
+    low = cam_maps(maps_a, maps_g)
+    method = "grad_cam++" if plus_plus else "grad_cam"
+    attributions = upsample(low[method], tuple(call_.x.shape[-2:]))[0]
+    low_cpu = {key: value[0].detach().to("cpu", torch.float32) for key, value in low.items()}
+    params = {
+        "layer": name,
+        "plus_plus": plus_plus,
+        "layer_shape": tuple(activation.shape),
+        "low_res": low_cpu[method],
+        "low_res_maps": low_cpu,
+    }
+    return call_.explanation(method, attributions, params)

@@ -1,0 +1,424 @@
+"""Gradient attributions: saliency (and SmoothGrad), integrated gradients, GradientSHAP (expected gradients).
+
+All three need the gradient of one output with respect to many inputs built around ``x`` (noisy copies, points on
+a path, points between ``x`` and background rows). :func:`_gradient_sum` computes that once for all of them:
+inputs are built lazily in batches on the model's device, the batch size halves on out-of-memory (Captum users
+hit OOM with IG and GradientShap at fixed sizes: captum#245, #1350) and is remembered, and only the weighted sum
+is kept, so memory stays at one batch whatever the number of samples.
+
+Gradients are taken with ``torch.autograd.grad`` with respect to the inputs only: the model's parameters, their
+``.grad`` and ``requires_grad`` flags are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ._adapter import ModelAdapter, OutputSpace
+from ._call import PreparedCall, prepare
+from ._inputs import check_choice, check_float, check_int
+from .explanation import Explanation
+
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+__all__ = ["gradient_shap", "integrated_gradients", "saliency"]
+
+IGMethod = Literal["gausslegendre", "riemann_trapezoid"]
+IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_trapezoid")
+
+# Starting batch sizes for gradient passes (activations are kept for the backward pass, so smaller than no-grad).
+_CPU_BATCH = 32
+_ACCELERATOR_BATCH = 256
+# Noise is drawn in fixed blocks of samples, each from its own seeded generator, so the result of a seed does not
+# depend on the batch size (which adapts to memory) and no more than one batch of noise is ever held.
+_NOISE_BLOCK = 8
+# Batch sizes that fitted, per model, per (input shape, device): weak keys, forgetting a model frees its entry.
+_fitted: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+# make_batch(start, stop) -> (inputs (stop - start, ...), factor broadcastable to them, or a number)
+MakeBatch = Callable[[int, int], tuple[torch.Tensor, Any]]
+
+
+# -- the shared engine -------------------------------------------------------------------------------------------
+def _start_batch_size(adapter: ModelAdapter, key: tuple) -> int:
+    try:
+        known = _fitted.get(adapter.model, {}).get(key)
+    except TypeError:  # a callable that cannot be weakly referenced
+        known = None
+    if known is not None:
+        return known
+    return _CPU_BATCH if adapter.device.type == "cpu" else _ACCELERATOR_BATCH
+
+
+def _remember(adapter: ModelAdapter, key: tuple, size: int) -> None:
+    with contextlib.suppress(TypeError):  # a callable that cannot be weakly referenced
+        _fitted.setdefault(adapter.model, {})[key] = size
+
+
+def _gradient_sum(
+    adapter: ModelAdapter,
+    n: int,
+    make_batch: MakeBatch,
+    target: int,
+    *,
+    input_shape: tuple[int, ...],
+    absolute: bool = False,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """``sum_i factor_i * g_i`` over ``n`` inputs, where ``g_i`` is the gradient of output ``target`` at input ``i``.
+
+    ``make_batch(start, stop)`` returns the inputs ``(stop - start, *input_shape)`` on the model's device and
+    their factors (a tensor broadcastable to the inputs, or a number). With ``absolute`` each gradient is replaced
+    by its absolute value before weighting. Returns a tensor ``input_shape`` on the model's device.
+    The model runs in eval mode (inputs of a batch are independent, so one backward pass of the summed scores
+    gives every input's gradient). ``check_cancel`` runs between batches and may raise :class:`Cancelled`.
+    """
+    key = (tuple(input_shape), str(adapter.device))
+    size = batch_size if batch_size is not None else _start_batch_size(adapter, key)
+    # Summed in at least float32: thousands of half-precision gradients would lose the small ones.
+    total = torch.zeros(
+        input_shape, device=adapter.device, dtype=torch.promote_types(adapter.dtype, torch.float32)
+    )
+    start = 0
+    with adapter.session(), torch.enable_grad():
+        while start < n:
+            if check_cancel is not None:
+                check_cancel()
+            stop = min(n, start + size)
+            try:
+                inputs, factor = make_batch(start, stop)
+                total += _weighted_gradients(adapter, inputs, factor, target, absolute)
+            except torch.cuda.OutOfMemoryError:
+                if stop - start == 1:
+                    raise
+                size = (stop - start) // 2
+                _remember(adapter, key, size)
+                logger.info("out of memory in a gradient batch; retrying with batch size %d", size)
+                if adapter.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start = stop
+    return total
+
+
+def input_leaf(x: torch.Tensor) -> torch.Tensor:
+    """A leaf sharing ``x``'s memory that records autograd; the caller's tensor keeps its own flags.
+
+    Tensors made under ``torch.inference_mode`` cannot record autograd, so those (only) are copied.
+    """
+    leaf = x.detach().clone() if x.is_inference() else x.detach()
+    return leaf.requires_grad_(True)
+
+
+def _weighted_gradients(
+    adapter: ModelAdapter, inputs: torch.Tensor, factor: torch.Tensor | float, target: int, absolute: bool
+) -> torch.Tensor:
+    """``sum_i factor_i * g_i`` for one batch (``|g_i|`` with ``absolute``), shape ``inputs.shape[1:]``."""
+    inputs = input_leaf(inputs)
+    scores = adapter.forward(inputs)
+    if not scores.requires_grad:
+        raise ValueError(
+            "the model's output does not depend on its input through autograd (it detaches, converts to numpy or "
+            "runs under no_grad); gradient methods need a differentiable model: use lime or kernel_shap instead"
+        )
+    (grads,) = torch.autograd.grad(scores[:, target].sum(), inputs, allow_unused=True)
+    if grads is None:  # the target does not depend on the input at all
+        return torch.zeros(inputs.shape[1:], device=inputs.device, dtype=inputs.dtype)
+    if absolute:
+        grads = grads.abs()
+    return (grads * factor).sum(dim=0)
+
+
+def _normal(shape: tuple[int, ...], start: int, stop: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise for samples ``start..stop-1`` ``(stop - start, *shape)``, the same for a given seed
+    whatever the batch boundaries: sample ``i`` comes from block ``i // _NOISE_BLOCK``'s own generator."""
+    first, last = start // _NOISE_BLOCK, (stop - 1) // _NOISE_BLOCK
+    blocks = []
+    for block in range(first, last + 1):  # one draw per block of samples, not per sample
+        generator = torch.Generator(device=like.device).manual_seed(_block_seed(seed, block))
+        blocks.append(
+            torch.randn((_NOISE_BLOCK, *shape), generator=generator, device=like.device, dtype=like.dtype)
+        )
+    noise = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+    offset = start - first * _NOISE_BLOCK
+    return noise[offset : offset + stop - start]
+
+
+def _block_seed(seed: int, block: int) -> int:
+    return (seed * 1_000_003 + block * 7_919 + 12_345) % (2**63 - 1)
+
+
+def _score_of(adapter: ModelAdapter, inputs: torch.Tensor, target: int) -> torch.Tensor:
+    """Scores of output ``target`` for a batch of inputs ``(B, ...)``, no gradients, batched by the adapter."""
+    scores = adapter.evaluate(inputs.shape[0], lambda s, e: inputs[s:e], input_shape=tuple(inputs.shape[1:]))
+    return scores[:, target]
+
+
+def _finish(call_: PreparedCall, per_channel: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Attributions for display: ``(H, W)`` for an image (channels summed or max-reduced), ``(F,)`` for a row."""
+    if call_.kind != "image":
+        return per_channel
+    return per_channel.amax(dim=0) if reduce == "max" else per_channel.sum(dim=0)
+
+
+def _check_batch_size(batch_size: int | None) -> int | None:
+    return None if batch_size is None else check_int("batch_size", batch_size, 1)
+
+
+# -- saliency and SmoothGrad -------------------------------------------------------------------------------------
+def saliency(
+    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    target: int | None = None,
+    smooth_samples: int = 0,
+    noise: float = 0.15,
+    seed: int = 0,
+    output: OutputSpace = "logits",
+    abs: bool = True,
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> Explanation:
+    """Gradient of ``target`` with respect to the input (Simonyan et al., 2014); SmoothGrad when
+    ``smooth_samples > 0`` (Smilkov et al., 2017): the gradient averaged over noisy copies of ``x``.
+
+    ``noise`` is the noise standard deviation as a fraction of the input's range ``max(x) - min(x)``; the
+    SmoothGrad paper found 10–20 % best, hence 0.15. With ``abs`` each gradient's absolute value is averaged
+    (Captum's ``Saliency`` + ``NoiseTunnel``) and an image map is the max over channels, as in Simonyan et al.;
+    without, signed gradients are averaged and summed over channels. Attributions are ``(H, W)`` for an image,
+    ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``.
+    """
+    smooth_samples = check_int("smooth_samples", smooth_samples, 0)
+    noise = check_float("noise", noise, 0.0)
+    seed = check_int("seed", seed, 0)
+    if not isinstance(abs, bool):
+        raise TypeError(f"abs must be True or False, got {abs!r}")
+    call_ = prepare(model, x, target=target, output=output, image=image)
+    x1 = call_.x
+    shape = tuple(x1.shape[1:])
+    sigma = noise * float(x1.max() - x1.min())
+    n = max(smooth_samples, 1)
+
+    def make_batch(start: int, stop: int) -> tuple[torch.Tensor, float]:
+        if smooth_samples == 0:
+            return x1, 1.0
+        return x1 + sigma * _normal(shape, start, stop, seed, x1), 1.0 / n
+
+    grads = _gradient_sum(
+        call_.adapter,
+        n,
+        make_batch,
+        call_.target,
+        input_shape=shape,
+        absolute=abs,
+        batch_size=_check_batch_size(batch_size),
+        check_cancel=check_cancel,
+    )
+    attributions = _finish(call_, grads, "max" if abs else "sum")
+    method = "smoothgrad" if smooth_samples else "saliency"
+    params = {
+        "smooth_samples": smooth_samples,
+        "noise": noise,
+        "sigma": sigma,
+        "seed": seed,
+        "abs": abs,
+        "per_channel": grads.detach().to("cpu", torch.float32),
+    }
+    return call_.explanation(method, attributions, params)
+
+
+# -- integrated gradients ----------------------------------------------------------------------------------------
+def path_points(n_steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``alpha`` in [0, 1] on the straight path and their quadrature weights, both ``(n_steps,)``.
+
+    ``"gausslegendre"`` (Captum's default) is exact for polynomials of degree ``2 n - 1`` along the path, so it
+    reaches a given completeness gap with far fewer steps than the trapezoid rule.
+    """
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return 0.5 * (nodes + 1.0), 0.5 * weights
+    if n_steps < 2:
+        raise ValueError("n_steps must be at least 2 for the riemann_trapezoid rule (both ends of the path)")
+    weights = np.full(n_steps, 1.0 / (n_steps - 1))
+    weights[[0, -1]] *= 0.5
+    return np.linspace(0.0, 1.0, n_steps), weights
+
+
+def _as_baseline(baseline: object, x: torch.Tensor) -> torch.Tensor:
+    """``baseline`` as a batch of one shaped like ``x`` ``(1, ...)``: None is zeros, a number a constant."""
+    if baseline is None:
+        return torch.zeros_like(x)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(
+            f"baseline must be None, a number or a tensor shaped like x, got {type(baseline).__name__}"
+        )
+    if tuple(baseline.shape) not in (tuple(x.shape), tuple(x.shape[1:])):
+        raise ValueError(
+            f"baseline has shape {tuple(baseline.shape)}; expected the shape of x, {tuple(x.shape[1:])} "
+            f"(or {tuple(x.shape)})"
+        )
+    baseline = baseline.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape)
+    if not bool(torch.isfinite(baseline).all()):
+        raise ValueError("baseline contains NaN or infinite values")
+    return baseline
+
+
+def integrated_gradients(
+    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    baseline: torch.Tensor | float | None = None,
+    target: int | None = None,
+    n_steps: int = 50,
+    method: IGMethod = "gausslegendre",
+    output: OutputSpace = "logits",
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> Explanation:
+    """Integrated gradients (Sundararajan et al., 2017): ``(x - b) * integral of grad f(b + a (x - b)) da``.
+
+    ``baseline`` is None (zeros), a number (a constant input) or a tensor shaped like ``x``. The integral uses
+    ``n_steps`` points of the ``method`` rule. Completeness (attributions sum to ``f(x) - f(baseline)``) measures
+    the quadrature error: ``params["delta"]`` is the gap. Attributions are summed over channels to ``(H, W)``
+    for an image, ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``; ``base_value`` is
+    ``f(baseline)``.
+    """
+    n_steps = check_int("n_steps", n_steps, 1)
+    method = check_choice("method", method, IG_METHODS)
+    call_ = prepare(model, x, target=target, output=output, image=image)
+    x1 = call_.x
+    base = _as_baseline(baseline, x1)
+    alphas, weights = path_points(n_steps, method)
+    view = (-1,) + (1,) * (x1.ndim - 1)
+    alphas_t = torch.as_tensor(alphas, device=x1.device, dtype=x1.dtype).view(view)
+    weights_t = torch.as_tensor(weights, device=x1.device, dtype=x1.dtype).view(view)
+    difference = x1 - base
+
+    def make_batch(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return base + alphas_t[start:stop] * difference, weights_t[start:stop]
+
+    path_integral = _gradient_sum(
+        call_.adapter,
+        n_steps,
+        make_batch,
+        call_.target,
+        input_shape=tuple(x1.shape[1:]),
+        batch_size=_check_batch_size(batch_size),
+        check_cancel=check_cancel,
+    )
+    per_channel = difference[0] * path_integral
+    base_value = float(_score_of(call_.adapter, base, call_.target)[0])
+    delta = float(per_channel.sum()) - (call_.prediction - base_value)
+    kind = "zeros" if baseline is None else "tensor" if isinstance(baseline, torch.Tensor) else "constant"
+    params = {
+        "n_steps": n_steps,
+        "method": method,
+        "delta": delta,
+        "baseline": kind,
+        "per_channel": per_channel.detach().to("cpu", torch.float32),
+    }
+    return call_.explanation(
+        "integrated_gradients", _finish(call_, per_channel, "sum"), params, base_value=base_value
+    )
+
+
+# -- GradientSHAP ------------------------------------------------------------------------------------------------
+def _as_background(background: object, x: torch.Tensor) -> torch.Tensor:
+    """``background`` as ``(B, ...)`` rows shaped like ``x``'s items, on ``x``'s device and dtype."""
+    if not isinstance(background, torch.Tensor):
+        raise TypeError(
+            f"background must be a tensor of reference inputs (B, {', '.join(map(str, x.shape[1:]))}), "
+            f"got {type(background).__name__}"
+        )
+    item = tuple(x.shape[1:])
+    if tuple(background.shape) == item:
+        background = background.unsqueeze(0)
+    if tuple(background.shape[1:]) != item or background.shape[0] < 1:
+        raise ValueError(
+            f"background has shape {tuple(background.shape)}; expected (B, {', '.join(map(str, item))}): "
+            f"B >= 1 reference inputs, each shaped like x {item}"
+        )
+    if background.is_floating_point() and not bool(torch.isfinite(background).all()):
+        raise ValueError("background contains NaN or infinite values")
+    return background.detach().to(device=x.device, dtype=x.dtype)
+
+
+def gradient_shap(
+    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    background: torch.Tensor,
+    target: int | None = None,
+    n_samples: int = 50,
+    stdev: float = 0.0,
+    seed: int = 0,
+    output: OutputSpace = "logits",
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> Explanation:
+    """GradientSHAP / expected gradients (Lundberg & Lee, 2017; Erion et al., 2021).
+
+    Each of ``n_samples`` draws picks a random background row ``b`` and a random ``alpha ~ U(0, 1)``, adds
+    Gaussian noise of standard deviation ``stdev`` (absolute, in input units, as Captum's ``stdevs``) to ``x``
+    giving ``x'``, and contributes ``(x' - b) * grad f(b + alpha (x' - b))``; attributions are the average. Their
+    sum estimates ``f(x) - E[f(background)]``; ``base_value`` is the mean of f over ``background`` ``(B, ...)``
+    and ``params["delta"]`` the completeness gap (sampling error). Attributions are summed over channels to
+    ``(H, W)`` for an image, ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``.
+    """
+    n_samples = check_int("n_samples", n_samples, 1)
+    stdev = check_float("stdev", stdev, 0.0)
+    seed = check_int("seed", seed, 0)
+    call_ = prepare(model, x, target=target, output=output, image=image)
+    x1 = call_.x
+    rows = _as_background(background, x1)
+    shape = tuple(x1.shape[1:])
+    view = (-1,) + (1,) * len(shape)
+    # Indices and alphas are tiny: drawn once on the CPU, so a seed gives the same draws on every device.
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(rows.shape[0], (n_samples,), generator=generator).to(x1.device)
+    alphas = (
+        torch.rand(n_samples, generator=generator, dtype=torch.float64).to(x1.device, x1.dtype).view(view)
+    )
+
+    def make_batch(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = rows[picks[start:stop]]
+        inputs = x1 if stdev == 0.0 else x1 + stdev * _normal(shape, start, stop, seed, x1)
+        difference = inputs - chosen
+        return chosen + alphas[start:stop] * difference, difference / n_samples
+
+    per_channel = _gradient_sum(
+        call_.adapter,
+        n_samples,
+        make_batch,
+        call_.target,
+        input_shape=shape,
+        batch_size=_check_batch_size(batch_size),
+        check_cancel=check_cancel,
+    )
+    base_value = float(_score_of(call_.adapter, rows, call_.target).mean())
+    delta = float(per_channel.sum()) - (call_.prediction - base_value)
+    params = {
+        "n_samples": n_samples,
+        "stdev": stdev,
+        "seed": seed,
+        "background_size": int(rows.shape[0]),
+        "delta": delta,
+        "per_channel": per_channel.detach().to("cpu", torch.float32),
+    }
+    return call_.explanation(
+        "gradient_shap", _finish(call_, per_channel, "sum"), params, base_value=base_value
+    )
