@@ -27,7 +27,8 @@ OUTPUT_SPACES: tuple[str, ...] = ("logits", "probs")
 # per-sample size is remembered: on a 2-core CPU batch 10 beat batch 100 (see shared/recipes/peers.md).
 _CPU_CANDIDATES = (8, 16, 32, 64, 128)
 _CPU_DEFAULT = 32
-_ACCELERATOR_START = 512
+# First batch size on an accelerator, by purpose: gradient passes keep activations for the backward pass.
+_ACCELERATOR_START = {"forward": 512, "gradient": 256}
 
 # Tuned batch sizes, per model, per (input shape without batch, device). Weak keys: forgetting a model frees it.
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
@@ -163,7 +164,7 @@ class ModelAdapter:
             self._cached = (*cached[:3], result)
         return result
 
-    # -- batched evaluation -------------------------------------------------------------------------------------
+    # -- batched evaluation -------------------------------------------------------------------------------
     def evaluate(
         self,
         n: int,
@@ -174,48 +175,72 @@ class ModelAdapter:
     ) -> torch.Tensor:
         """Scores ``(n, K)`` of ``n`` inputs of shape ``input_shape`` built lazily by ``make_batch(start, stop)``.
 
-        Inputs are built one batch at a time so memory stays bounded whatever ``n`` is. The batch size is tuned
-        per model and input shape: on an accelerator it starts large and halves on out-of-memory; on a CPU the
-        first large call times a few sizes on its real work (after one warm-up batch) and keeps the fastest.
-        ``check_cancel`` is called between batches and may raise :class:`Cancelled`.
+        No autograd, eval mode; batching as in :meth:`run_batched`.
         """
-        key = (tuple(input_shape), str(self.device))
-        size = self._known_batch_size(key)
-        trials = [] if size is not None else self._trial_sizes(n)
-        if size is None and not trials:
-            size = min(n, _CPU_DEFAULT) if self.device.type == "cpu" else _ACCELERATOR_START
-        warming_up = bool(trials)
-        timings: dict[int, float] = {}
         outputs: list[torch.Tensor] = []
-        start = 0
         with self.session(), torch.inference_mode():
-            while start < n:
-                if check_cancel is not None:
-                    check_cancel()
-                current = trials[0] if trials else size
-                stop = min(n, start + current)
-                began = time.perf_counter()
-                try:
-                    outputs.append(self.forward(make_batch(start, stop)))
-                except torch.cuda.OutOfMemoryError:
-                    if current == 1:
-                        raise
-                    size, trials = current // 2, []
-                    self._remember(key, size)
-                    logger.info("out of memory at batch size %d; retrying with %d", current, size)
-                    torch.cuda.empty_cache()
-                    continue
-                if trials and not warming_up:
-                    timings[current] = (time.perf_counter() - began) / (stop - start)
-                    trials.pop(0)
-                    if not trials:
-                        size = min(timings, key=timings.__getitem__)
-                        self._remember(key, size)
-                warming_up = False
-                start = stop
+            self.run_batched(
+                n,
+                lambda start, stop: outputs.append(self.forward(make_batch(start, stop))),
+                input_shape=input_shape,
+                check_cancel=check_cancel,
+            )
         if not outputs:
             raise ValueError("nothing to evaluate: n must be at least 1")
         return torch.cat(outputs)
+
+    def run_batched(
+        self,
+        n: int,
+        step: Callable[[int, int], object],
+        *,
+        input_shape: tuple[int, ...],
+        purpose: str = "forward",
+        batch_size: int | None = None,
+        check_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        """Call ``step(start, stop)`` over ``0..n`` in batches whose size this adapter chooses.
+
+        Work is done one batch at a time so memory stays bounded whatever ``n`` is. The size is tuned per model,
+        ``purpose`` (gradient passes keep activations, so they fit fewer inputs than plain forwards) and input
+        shape, and remembered: on an accelerator it starts large and halves on out-of-memory (the failed batch is
+        retried); on a CPU the first large call times a few sizes on its real work (after one warm-up batch) and
+        keeps the fastest. ``batch_size`` fixes the starting size. ``check_cancel`` is called between batches and
+        may raise :class:`Cancelled`.
+        """
+        key = (purpose, tuple(input_shape), str(self.device))
+        size = batch_size if batch_size is not None else self._known_batch_size(key)
+        trials = [] if size is not None else self._trial_sizes(n)
+        if size is None and not trials:
+            size = min(n, _CPU_DEFAULT) if self.device.type == "cpu" else _ACCELERATOR_START.get(purpose, 256)
+        warming_up = bool(trials)
+        timings: dict[int, float] = {}
+        start = 0
+        while start < n:
+            if check_cancel is not None:
+                check_cancel()
+            current = trials[0] if trials else size
+            stop = min(n, start + current)
+            began = time.perf_counter()
+            try:
+                step(start, stop)
+            except torch.cuda.OutOfMemoryError:
+                if stop - start == 1:
+                    raise
+                size, trials = (stop - start) // 2, []
+                self._remember(key, size)
+                logger.info("out of memory at batch size %d; retrying with %d", stop - start, size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            if trials and not warming_up:
+                timings[current] = (time.perf_counter() - began) / (stop - start)
+                trials.pop(0)
+                if not trials:
+                    size = min(timings, key=timings.__getitem__)
+                    self._remember(key, size)
+            warming_up = False
+            start = stop
 
     def _trial_sizes(self, n: int) -> list[int]:
         """Sizes to time on this call: only on a CPU, and only when the call is large enough to afford them."""

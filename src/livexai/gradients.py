@@ -12,9 +12,6 @@ Gradients are taken with ``torch.autograd.grad`` with respect to the inputs only
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -26,43 +23,20 @@ from ._call import PreparedCall, prepare
 from ._inputs import check_choice, check_float, check_int
 from .explanation import Explanation
 
-logger = logging.getLogger(__name__)
-logger.addHandler(logging.NullHandler())
-
 __all__ = ["gradient_shap", "integrated_gradients", "saliency"]
 
 IGMethod = Literal["gausslegendre", "riemann_trapezoid"]
 IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_trapezoid")
 
-# Starting batch sizes for gradient passes (activations are kept for the backward pass, so smaller than no-grad).
-_CPU_BATCH = 32
-_ACCELERATOR_BATCH = 256
 # Noise is drawn in fixed blocks of samples, each from its own seeded generator, so the result of a seed does not
 # depend on the batch size (which adapts to memory) and no more than one batch of noise is ever held.
 _NOISE_BLOCK = 8
-# Batch sizes that fitted, per model, per (input shape, device): weak keys, forgetting a model frees its entry.
-_fitted: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 # make_batch(start, stop) -> (inputs (stop - start, ...), factor broadcastable to them, or a number)
 MakeBatch = Callable[[int, int], tuple[torch.Tensor, Any]]
 
 
 # -- the shared engine -------------------------------------------------------------------------------------------
-def _start_batch_size(adapter: ModelAdapter, key: tuple) -> int:
-    try:
-        known = _fitted.get(adapter.model, {}).get(key)
-    except TypeError:  # a callable that cannot be weakly referenced
-        known = None
-    if known is not None:
-        return known
-    return _CPU_BATCH if adapter.device.type == "cpu" else _ACCELERATOR_BATCH
-
-
-def _remember(adapter: ModelAdapter, key: tuple, size: int) -> None:
-    with contextlib.suppress(TypeError):  # a callable that cannot be weakly referenced
-        _fitted.setdefault(adapter.model, {})[key] = size
-
-
 def _gradient_sum(
     adapter: ModelAdapter,
     n: int,
@@ -82,31 +56,24 @@ def _gradient_sum(
     The model runs in eval mode (inputs of a batch are independent, so one backward pass of the summed scores
     gives every input's gradient). ``check_cancel`` runs between batches and may raise :class:`Cancelled`.
     """
-    key = (tuple(input_shape), str(adapter.device))
-    size = batch_size if batch_size is not None else _start_batch_size(adapter, key)
     # Summed in at least float32: thousands of half-precision gradients would lose the small ones.
     total = torch.zeros(
         input_shape, device=adapter.device, dtype=torch.promote_types(adapter.dtype, torch.float32)
     )
-    start = 0
+
+    def step(start: int, stop: int) -> None:
+        inputs, factor = make_batch(start, stop)
+        total.add_(_weighted_gradients(adapter, inputs, factor, target, absolute))
+
     with adapter.session(), torch.enable_grad():
-        while start < n:
-            if check_cancel is not None:
-                check_cancel()
-            stop = min(n, start + size)
-            try:
-                inputs, factor = make_batch(start, stop)
-                total += _weighted_gradients(adapter, inputs, factor, target, absolute)
-            except torch.cuda.OutOfMemoryError:
-                if stop - start == 1:
-                    raise
-                size = (stop - start) // 2
-                _remember(adapter, key, size)
-                logger.info("out of memory in a gradient batch; retrying with batch size %d", size)
-                if adapter.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            start = stop
+        adapter.run_batched(
+            n,
+            step,
+            input_shape=input_shape,
+            purpose="gradient",
+            batch_size=batch_size,
+            check_cancel=check_cancel,
+        )
     return total
 
 
