@@ -15,6 +15,7 @@ from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
 from .metrics import mass_inside, rank_correlation
+from .segmentation import count_segments, segment
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "__version__",
     "activation_grid",
     "activations",
+    "count_segments",
     "grad_cam",
     "gradient_shap",
     "integrated_gradients",
@@ -38,6 +40,7 @@ __all__ = [
     "mass_inside",
     "rank_correlation",
     "saliency",
+    "segment",
 ]
 
 
