@@ -1,0 +1,123 @@
+"""Shared tiny fixture models with known answers, and helpers to check that a method leaves a model alone.
+
+Import the helpers with ``from conftest import make_mlp, ...`` (pytest puts ``tests/`` on the path); other test
+files may define their own fixtures. Everything here is small enough for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def make_mlp(n_features: int, n_outputs: int = 3, *, seed: int = 0, hidden: int = 32) -> nn.Module:
+    """A random two-layer tanh MLP in float64 (so exact comparisons are limited by the method, not by rounding)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(n_features, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, n_outputs),
+    )
+    return model.double().eval()
+
+
+def make_cnn(n_outputs: int = 4, *, seed: int = 0) -> nn.Module:
+    """A small CNN with batch norm and dropout (modes that a method must not change), left in training mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(96, n_outputs),
+    )
+
+
+class SegmentLinear(nn.Module):
+    """``f(img) = [sum_k c_k * mean over superpixel k of img.sum(channels), -the same]``.
+
+    Linear in the superpixel mask when off superpixels are zero: its Shapley values (and a noise-free LIME fit)
+    are ``c_k * mean_k(x)``.
+    """
+
+    def __init__(self, segments: torch.Tensor, coefficients: torch.Tensor) -> None:
+        super().__init__()
+        n_segments = int(segments.max()) + 1
+        flat = segments.reshape(-1)
+        onehot = torch.zeros(n_segments, flat.numel(), dtype=torch.float64)
+        onehot[flat, torch.arange(flat.numel())] = 1.0
+        self.register_buffer("averages", onehot / onehot.sum(1, keepdim=True))
+        self.register_buffer("coefficients", coefficients.to(torch.float64))
+
+    def segment_means(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` mean over each superpixel of the channel sum."""
+        return images.to(torch.float64).sum(1).flatten(1) @ self.averages.T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        score = self.segment_means(images) @ self.coefficients
+        return torch.stack([score, -score], dim=1)
+
+
+class CountingModel(nn.Module):
+    """Wraps a model and records how many times it was called and with which batch sizes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.sizes.append(x.shape[0])
+        return self.inner(x)
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.sizes = []
+
+
+def grid_segments(height: int, width: int, rows: int, cols: int) -> torch.Tensor:
+    """``(H, W)`` labels of a ``rows x cols`` grid, built here so tests do not depend on the segmentation module."""
+    row_of = torch.arange(height) * rows // height
+    col_of = torch.arange(width) * cols // width
+    return row_of[:, None] * cols + col_of[None, :]
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything about a model that a method could disturb."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+    }
+
+
+def assert_unchanged(before: dict, after: dict) -> None:
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["hooks"] == after["hooks"]
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    for a, b in zip(before["grads"], after["grads"], strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors run fastest on one thread; on a loaded shared CPU two OpenMP threads were many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
