@@ -14,20 +14,31 @@ from .cam import grad_cam
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
+from .lime import iter_lime, lime
 from .metrics import mass_inside, rank_correlation
 from .segmentation import count_segments, segment
+from .shap import iter_kernel_shap, kernel_shap
 
 __version__ = "0.1.0"
 
 # Widget classes, imported on first access (see __getattr__): the core never imports widget code.
-_WIDGETS = {}
+_WIDGETS = {
+    "LimeWidget": ".widgets.lime",
+    "ShapWidget": ".widgets.shap",
+    "LayerWidget": ".widgets.layer",
+    "Explorer": ".widgets.explorer",
+}
 
 __all__ = [
     "Activations",
     "Cancelled",
     "Explanation",
+    "Explorer",
     "LayerInfo",
+    "LayerWidget",
+    "LimeWidget",
     "ModelAdapter",
+    "ShapWidget",
     "__version__",
     "activation_grid",
     "activations",
@@ -35,8 +46,12 @@ __all__ = [
     "grad_cam",
     "gradient_shap",
     "integrated_gradients",
+    "iter_kernel_shap",
+    "iter_lime",
+    "kernel_shap",
     "layer_info",
     "layers",
+    "lime",
     "mass_inside",
     "rank_correlation",
     "saliency",

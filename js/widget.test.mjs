@@ -1,0 +1,194 @@
+// Tests of the front end's pure functions: `node --test js/` (node 20, no npm packages).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import widget, {
+  COLORMAPS,
+  DTYPES,
+  channelPixels,
+  colormapCss,
+  colormapLUT,
+  composeOverlay,
+  decodeArray,
+  displayScale,
+  formatValue,
+  hexToRgb,
+  normalise,
+  paintMask,
+  pixelMask,
+  resolveColormap,
+  scaledBoundaries,
+  selectSegments,
+  statusText,
+  timingText,
+  upscaleNearest,
+  valueRange,
+} from "./widget.js";
+
+test("the module loads without a DOM and exports render", () => {
+  assert.equal(typeof globalThis.document, "undefined");
+  assert.equal(typeof widget.render, "function");
+});
+
+test("decodeArray reads float32, int32 and uint8 from a DataView with an offset", () => {
+  const floats = new Float32Array([1.5, -2, 3.25, 0]);
+  const padded = new Uint8Array(8 + floats.byteLength);
+  padded.set(new Uint8Array(floats.buffer), 8);
+  const decoded = decodeArray({ data: new DataView(padded.buffer, 8), dtype: "float32", shape: [2, 2] });
+  assert.deepEqual(decoded.shape, [2, 2]);
+  assert.ok(decoded.values instanceof Float32Array);
+  assert.deepEqual(Array.from(decoded.values), [1.5, -2, 3.25, 0]);
+
+  const ints = new Int32Array([7, -1, 2 ** 30]);
+  assert.deepEqual(Array.from(decodeArray({ data: ints.buffer, dtype: "int32", shape: [3] }).values), [7, -1, 2 ** 30]);
+  const bytes = new Uint8Array([0, 128, 255]);
+  assert.deepEqual(Array.from(decodeArray({ data: bytes, dtype: "uint8", shape: [1, 1, 3] }).values), [0, 128, 255]);
+  assert.deepEqual(Object.keys(DTYPES), ["float32", "int32", "uint8"]);
+});
+
+test("decodeArray copies a misaligned buffer instead of failing", () => {
+  const floats = new Float32Array([4, 5]);
+  const padded = new Uint8Array(3 + floats.byteLength);
+  padded.set(new Uint8Array(floats.buffer), 3);
+  const decoded = decodeArray({ data: new DataView(padded.buffer, 3), dtype: "float32", shape: [2] });
+  assert.deepEqual(Array.from(decoded.values), [4, 5]);
+});
+
+test("decodeArray refuses a wrong size or dtype, and passes null through", () => {
+  assert.equal(decodeArray(null), null);
+  assert.throws(() => decodeArray({ data: new ArrayBuffer(12), dtype: "float32", shape: [2, 2] }), /needs 16 bytes, got 12/);
+  assert.throws(() => decodeArray({ data: new ArrayBuffer(8), dtype: "float64", shape: [1] }), /unsupported dtype/);
+  assert.throws(() => decodeArray({ data: [1, 2], dtype: "uint8", shape: [2] }), /ArrayBuffer/);
+});
+
+test("colour maps: end points are the stops, the diverging map is white-ish in the middle", () => {
+  assert.deepEqual(hexToRgb("#67001f"), [0x67, 0x00, 0x1f]);
+  const lut = colormapLUT("red-blue", 257);
+  assert.deepEqual(Array.from(lut.slice(0, 3)), [0x05, 0x30, 0x61]); // dark blue for the most negative
+  assert.deepEqual(Array.from(lut.slice(256 * 3)), [0x67, 0x00, 0x1f]); // dark red for the most positive
+  const middle = Array.from(lut.slice(128 * 3, 128 * 3 + 3));
+  assert.ok(middle.every((c) => c > 240), `middle ${middle} should be near white`);
+  const inferno = colormapLUT("inferno", 2);
+  assert.deepEqual(Array.from(inferno), [0, 0, 4, 0xfc, 0xff, 0xa4]);
+  assert.equal(colormapCss("grey", 2)[1], "rgb(255, 255, 255)");
+  assert.ok(COLORMAPS.includes("auto"));
+});
+
+test("auto colour map: diverging for signed maps, sequential for CAM", () => {
+  assert.equal(resolveColormap("auto", true), "red-blue");
+  assert.equal(resolveColormap("auto", false), "inferno");
+  assert.equal(resolveColormap("viridis", true), "viridis");
+  assert.equal(resolveColormap("no-such-map", false), "inferno");
+});
+
+test("valueRange is symmetric for signed maps and starts at zero for non-negative ones", () => {
+  assert.deepEqual(valueRange(new Float32Array([-0.5, 0.25, 2]), true), { low: -2, high: 2 });
+  assert.deepEqual(valueRange(new Float32Array([0.5, 3]), false), { low: 0, high: 3 });
+  assert.deepEqual(valueRange(new Float32Array([-1, 3]), false), { low: -1, high: 3 });
+  assert.deepEqual(valueRange(new Float32Array([0, 0]), true), { low: -1, high: 1 });
+  assert.deepEqual(valueRange(new Float32Array([2, 2]), false), { low: 0, high: 2 });
+  assert.deepEqual(valueRange(new Float32Array([NaN, 1]), false), { low: 0, high: 1 });
+  assert.equal(normalise(0, { low: -2, high: 2 }), 0.5);
+  assert.equal(normalise(5, { low: -2, high: 2 }), 1);
+});
+
+test("selectSegments ranks by sign and keeps the top k", () => {
+  const weights = new Float32Array([0.1, -0.9, 0.5, 0, -0.2, 0.5]);
+  const flagged = (flags) => Array.from(flags).flatMap((f, i) => (f ? [i] : []));
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "positive" })), [0, 2, 5]);
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "positive", topK: 2 })), [2, 5]); // tie: index order
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "negative", topK: 1 })), [1]);
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "all", topK: 2 })), [1, 2]);
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "all" })), [0, 1, 2, 4, 5]); // zero weight: nothing to show
+  assert.deepEqual(flagged(selectSegments(weights, { sign: "positive", topK: 99 })), [0, 2, 5]);
+});
+
+test("pixelMask maps superpixel flags to pixels, or filters pixel maps by sign", () => {
+  const segments = new Int32Array([0, 0, 1, 2]);
+  const weights = new Float32Array([1, -1, 0.5]);
+  const values = new Float32Array([1, 1, -1, 0.5]);
+  assert.deepEqual(Array.from(pixelMask(values, { segments, weights, topK: 1 })), [1, 1, 0, 0]);
+  assert.deepEqual(Array.from(pixelMask(values, { segments, weights, sign: "negative" })), [0, 0, 1, 0]);
+  const cam = new Float32Array([0, 0.2, -0.1, 1]);
+  assert.deepEqual(Array.from(pixelMask(cam, { sign: "positive" })), [0, 1, 0, 1]);
+  assert.deepEqual(Array.from(pixelMask(cam, { sign: "all", topK: 1 })), [1, 1, 1, 1]); // top-k: superpixels only
+});
+
+test("composeOverlay: opacity 0 and zero evidence leave the image, strong evidence shows the map's colour", () => {
+  const image = new Uint8Array([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]);
+  const values = new Float32Array([0, 1, -1, 0.5]);
+  const range = { low: -1, high: 1 };
+  const plain = composeOverlay({ image, values, width: 2, height: 2, range, colormap: "red-blue", signed: true, opacity: 0 });
+  assert.deepEqual(Array.from(plain.slice(0, 4)), [10, 20, 30, 255]);
+  assert.deepEqual(Array.from(plain.slice(12, 16)), [100, 110, 120, 255]);
+
+  const full = composeOverlay({ image, values, width: 2, height: 2, range, colormap: "red-blue", signed: true, opacity: 1 });
+  assert.deepEqual(Array.from(full.slice(0, 3)), [10, 20, 30]); // zero: untouched
+  assert.deepEqual(Array.from(full.slice(4, 7)), [0x67, 0x00, 0x1f]); // +1: dark red
+  assert.deepEqual(Array.from(full.slice(8, 11)), [0x05, 0x30, 0x61]); // -1: dark blue
+  // +0.5 at full opacity: half-way between the image and the colour at t = 0.75
+  const lut = colormapLUT("red-blue", 256);
+  const k = Math.round(0.75 * 255) * 3;
+  const expected = [100, 110, 120].map((c, i) => Math.round(c * 0.5 + lut[k + i] * 0.5));
+  Array.from(full.slice(12, 15)).forEach((c, i) => assert.ok(Math.abs(c - expected[i]) <= 1, `${c} vs ${expected[i]}`));
+});
+
+test("composeOverlay: non-negative maps blend in proportion to the value; hide-the-rest and borders", () => {
+  const image = new Uint8Array(12).fill(200);
+  const values = new Float32Array([0, 1, 1, 0.5]);
+  const cam = composeOverlay({ image, values, width: 2, height: 2, range: { low: 0, high: 1 }, colormap: "grey", opacity: 0.5 });
+  assert.deepEqual(Array.from(cam.slice(0, 3)), [200, 200, 200]); // zero: the image untouched
+  assert.deepEqual(Array.from(cam.slice(4, 7)), [228, 228, 228]); // 200 * 0.5 + 255 * 0.5 (rounded)
+  // 0.5 -> alpha 0.25, grey level round(0.5 * 255) = 128: 200 * 0.75 + 128 * 0.25 = 182
+  assert.deepEqual(Array.from(cam.slice(12, 15)), [182, 182, 182]);
+
+  const mask = new Uint8Array([1, 0, 0, 1]);
+  const hidden = composeOverlay({ image, values, width: 2, height: 2, mask, range: { low: 0, high: 1 }, opacity: 0, hideRest: true });
+  assert.deepEqual(Array.from(hidden.slice(0, 3)), [200, 200, 200]);
+  assert.deepEqual(Array.from(hidden.slice(4, 7)), [0, 0, 0]);
+  const shownOnly = composeOverlay({ image, values, width: 2, height: 2, mask, range: { low: 0, high: 1 }, opacity: 1 });
+  assert.deepEqual(Array.from(shownOnly.slice(4, 7)), [200, 200, 200]); // unmasked and not hidden: the image
+
+  assert.throws(() => composeOverlay({ values, width: 3, height: 2, range: { low: 0, high: 1 } }), /expected 3x2/);
+});
+
+test("composeOverlay without an image draws over mid-grey", () => {
+  const out = composeOverlay({ values: new Float32Array([0]), width: 1, height: 1, range: { low: -1, high: 1 }, signed: true });
+  assert.deepEqual(Array.from(out), [128, 128, 128, 255]);
+});
+
+test("small maps are enlarged with nearest neighbours and borders stay one display pixel thin", () => {
+  assert.equal(displayScale(32, 32), 7);
+  assert.equal(displayScale(224, 224), 1);
+  assert.equal(displayScale(300, 100), 1);
+  const rgba = new Uint8ClampedArray([1, 2, 3, 4, 5, 6, 7, 8]); // 2x1
+  const big = upscaleNearest(rgba, 2, 1, 2); // 4x2
+  assert.deepEqual(Array.from(big.slice(0, 16)), [1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 5, 6, 7, 8]);
+  assert.deepEqual(Array.from(big.slice(16, 32)), Array.from(big.slice(0, 16)));
+  assert.equal(upscaleNearest(rgba, 2, 1, 1), rgba);
+  // labels 0 1 / 0 0 at zoom 2: right edge of (0,0) and bottom edge of (1,0)
+  const edge = scaledBoundaries(new Int32Array([0, 1, 0, 0]), 2, 2, 2);
+  const rows = [0, 1, 2, 3].map((y) => Array.from(edge.slice(y * 4, y * 4 + 4)).join(""));
+  assert.deepEqual(rows, ["0100", "0111", "0000", "0000"]);
+  const painted = paintMask(new Uint8ClampedArray(8), new Uint8Array([0, 1]), [9, 8, 7]);
+  assert.deepEqual(Array.from(painted), [0, 0, 0, 0, 9, 8, 7, 0]);
+});
+
+test("channelPixels scales each channel to its own range", () => {
+  const out = channelPixels(new Float32Array([2, 4]), "grey");
+  assert.deepEqual(Array.from(out), [0, 0, 0, 255, 255, 255, 255, 255]);
+  assert.deepEqual(Array.from(channelPixels(new Float32Array([3, 3]), "grey").slice(0, 4)), [0, 0, 0, 255]);
+});
+
+test("texts: timing, status and numbers", () => {
+  assert.equal(timingText(1234.4, 1000), "computed in 1,234 ms (1,000 model evaluations)");
+  assert.equal(timingText(5, 1), "computed in 5 ms (1 model evaluation)");
+  assert.equal(statusText("computing", 0.42), "computing 42%");
+  assert.equal(statusText("computing", 0), "computing");
+  assert.equal(statusText("idle", 1), "idle");
+  assert.equal(statusText("error", 0), "error");
+  assert.equal(formatValue(0.123456), "0.123");
+  assert.equal(formatValue(-12.5), "-12.5");
+  assert.equal(formatValue(0), "0");
+  assert.equal(formatValue(0.00001234), "1.23e-5");
+});

@@ -1,0 +1,187 @@
+"""Start a real Jupyter server on 127.0.0.1 and drive notebooks in headless Chromium (Playwright).
+
+Offline and self-contained: fresh config/runtime/home folders per server (nothing from ~/.jupyter), Debian's
+Chromium at /usr/bin/chromium (never ``playwright install``), no news or update checks. See
+shared/recipes/jupyterlab-e2e.md for why each flag is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook of code cells, stored without outputs."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+    return path
+
+
+class JupyterServer:
+    """``jupyter lab`` or ``jupyter notebook`` on a free port of 127.0.0.1, with no token, in ``root``."""
+
+    def __init__(self, root: Path, app: Literal["lab", "notebook"] = "lab") -> None:
+        self.root = root
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = root / f"jupyter-{app}.log"
+
+    def _environment(self) -> dict[str, str]:
+        state = self.root / ".state"
+        folders = {name: state / name for name in ("config", "runtime", "ipython", "home", "tmp", "data")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        overrides = folders["config"] / "labconfig"
+        overrides.mkdir(exist_ok=True)
+        (overrides / "default_setting_overrides.json").write_text(
+            json.dumps(
+                {
+                    "@jupyterlab/apputils-extension:notification": {
+                        "fetchNews": "false",
+                        "checkForUpdates": False,
+                    }
+                }
+            )
+        )
+        env = dict(os.environ)
+        env.update(
+            JUPYTER_CONFIG_DIR=str(folders["config"]),
+            JUPYTER_RUNTIME_DIR=str(folders["runtime"]),
+            IPYTHONDIR=str(folders["ipython"]),
+            HOME=str(folders["home"]),
+            TMPDIR=str(folders["tmp"]),
+            JUPYTER_PLATFORM_DIRS="1",
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",  # the kernel shares 2 cores with the server and the browser
+        )
+        return env
+
+    def start(self, timeout: float = 60.0) -> JupyterServer:
+        command = [
+            sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={self.root}",
+            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]  # fmt: skip
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self._environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter {self.app} exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(
+            f"jupyter {self.app} did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}"
+        )
+
+    def api(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_for_idle_kernel(self, timeout: float = 60.0) -> None:
+        """Until a kernel exists and is idle (a notebook's Run All before that runs nothing)."""
+        deadline = time.monotonic() + timeout
+        kernels: Any = None
+        while time.monotonic() < deadline:
+            try:
+                kernels = self.api("/api/kernels")
+            except (urllib.error.URLError, ConnectionError, TimeoutError):  # a 500 while a kernel is starting
+                kernels = None
+            if kernels and all(kernel["execution_state"] == "idle" for kernel in kernels):
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"no idle kernel after {timeout} s: {kernels}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> JupyterServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser (Playwright's sync API) that never leaves 127.0.0.1 on its own."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def run_all_cells(
+    page: Any, server: JupyterServer, notebook: str, app: Literal["lab", "notebook"] = "lab"
+) -> None:
+    """Open ``notebook`` in JupyterLab (``/lab/tree``) or Notebook 7 (``/notebooks``) and run every cell."""
+    path = f"/lab/tree/{notebook}?reset" if app == "lab" else f"/notebooks/{notebook}"
+    page.goto(server.url + path)
+    page.get_by_role("menuitem", name="Run", exact=True).wait_for(timeout=60_000)
+    server.wait_for_idle_kernel()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def canvas_pixels(locator: Any) -> list[int]:
+    """The RGBA pixels of a canvas, read in the page."""
+    return locator.evaluate(
+        "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+    )

@@ -1,0 +1,262 @@
+"""End to end: the widgets in a real JupyterLab (and Notebook 7) in headless Chromium.
+
+One JupyterLab server for the module; a notebook with a small CNN is run once and the tests act on its widgets.
+Screenshots go to ``$LIVEXAI_SCREENSHOTS`` (default: pytest's tmp dir) so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_harness import (
+    JupyterServer,
+    canvas_pixels,
+    chromium,
+    chromium_available,
+    run_all_cells,
+    write_notebook,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+XSS_LABEL = "<img src=x onerror=alert(1)>"
+
+SETUP = f"""
+import torch
+from torch import nn
+from livexai.widgets import LayerWidget, LimeWidget
+
+torch.manual_seed(0)
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(x)))
+
+model = SmallCNN().eval()
+try:
+    from livexai.datasets import shapes
+    x = shapes(1, size=32).images[0]
+except Exception:  # the demo data set is optional here
+    x = torch.rand(3, 32, 32)
+labels = ["circle", "square", {XSS_LABEL!r}, "cross"]
+"""
+CELLS = [
+    SETUP,
+    "lime = LimeWidget(model, x, labels=labels, n_segments=12, n_samples=150)\nlime",
+    "layer = LayerWidget(model, x, labels=labels)\nlayer",
+]
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("jupyter")
+    write_notebook(root / "widgets.ipynb", CELLS)
+    write_notebook(root / "smoke.ipynb", [SETUP, CELLS[1]])
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def lab(workdir: Path, browser: Any) -> Iterator[dict[str, Any]]:
+    """JupyterLab with the notebook run: the page and what it reported (dialogs, page errors)."""
+    from playwright.sync_api import expect
+
+    with JupyterServer(workdir, "lab") as server:
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        dialogs: list[str] = []
+        errors: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        run_all_cells(page, server, "widgets.ipynb")
+        for kind in ("lime", "layer"):
+            expect(page.locator(f".livexai-root[data-kind={kind}] .livexai-canvas")).to_be_visible(
+                timeout=90_000
+            )
+            expect(status(page, kind)).to_have_text("idle", timeout=60_000)
+        yield {"page": page, "dialogs": dialogs, "errors": errors, "server": server}
+        page.close()
+
+
+def root(page: Any, kind: str) -> Any:
+    return page.locator(f".livexai-root[data-kind={kind}]")
+
+
+def status(page: Any, kind: str) -> Any:
+    return root(page, kind).locator(".livexai-status")
+
+
+def wait_for_change(locator: Any, before: list[int], timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = canvas_pixels(locator)
+        if now != before:
+            return now
+        time.sleep(0.1)
+    raise AssertionError("the canvas did not change")
+
+
+def test_moving_the_superpixel_slider_recomputes_the_overlay(lab: dict[str, Any], shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = lab["page"]
+    widget = root(page, "lime")
+    canvas = widget.locator(".livexai-canvas")
+    widget.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "lab-lime-before.png"), full_page=True)
+    before = canvas_pixels(canvas)
+    assert len(before) == 224 * 224 * 4  # the 32x32 map drawn at 7x on the canvas itself
+    widget.locator(".livexai-slider-n_segments").fill("40")
+    expect(widget.locator(".livexai-number-n_segments")).to_have_value("40")
+    after = wait_for_change(canvas, before)
+    expect(status(page, "lime")).to_have_text("idle", timeout=60_000)
+    after = canvas_pixels(canvas)
+    changed = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+    assert changed > 200, f"only {changed} channel values changed"
+    expect(widget.locator(".livexai-panel-info")).to_contain_text("model evaluations")
+    assert widget.locator(".livexai-info").inner_text().startswith("computed in ")
+    page.screenshot(path=str(shots / "lab-lime-after.png"), full_page=True)
+
+
+def test_view_controls_redraw_in_the_browser_only(lab: dict[str, Any], shots: Path) -> None:
+    page = lab["page"]
+    widget = root(page, "lime")
+    canvas = widget.locator(".livexai-canvas")
+    coloured = canvas_pixels(canvas)
+    widget.locator(".livexai-opacity").fill("0")
+    plain = canvas_pixels(canvas)  # synchronous redraw: no kernel round trip to wait for
+    assert plain != coloured
+    widget.locator(".livexai-opacity").fill("1")
+    widget.locator(".livexai-topk").fill("1")
+    widget.locator(".livexai-hide-rest").check()
+    top1 = canvas_pixels(canvas)
+    black = sum(1 for i in range(0, len(top1), 4) if top1[i : i + 3] == [0, 0, 0])
+    assert black > len(top1) // 8, "hide-the-rest with one superpixel should blank most of the image"
+    widget.locator(".livexai-sign").select_option("negative")
+    widget.locator(".livexai-colormap").select_option("viridis")
+    widget.locator(".livexai-boundaries").check()
+    page.screenshot(path=str(shots / "lab-lime-view-controls.png"), full_page=True)
+    widget.locator(".livexai-hide-rest").uncheck()
+    widget.locator(".livexai-topk").fill("0")
+    widget.locator(".livexai-sign").select_option("all")
+    widget.locator(".livexai-opacity").fill("0.6")
+    widget.locator(".livexai-colormap").select_option("auto")
+
+
+def test_labels_are_text_never_html(lab: dict[str, Any]) -> None:
+    page = lab["page"]
+    labels = root(page, "lime").locator(".livexai-pred-label")
+    assert XSS_LABEL in labels.all_inner_texts()
+    assert root(page, "lime").locator(".livexai-predictions img").count() == 0
+    assert lab["dialogs"] == []
+
+
+def test_invalid_value_shows_a_message_then_recovers(lab: dict[str, Any], shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = lab["page"]
+    widget = root(page, "lime")
+    number = widget.locator(".livexai-number-n_segments")
+    kept = number.input_value()
+    number.fill("100000")
+    number.press("Enter")
+    expect(widget.locator(".livexai-error")).to_contain_text(
+        "n_segments must be between 2 and 5000, got 100000"
+    )
+    expect(status(page, "lime")).to_have_text("error")
+    expect(number).to_have_value(kept)  # the kernel refused it and the browser shows the kept value again
+    page.screenshot(path=str(shots / "lab-lime-error.png"), full_page=True)
+    widget.locator(".livexai-slider-n_segments").fill("20")
+    expect(status(page, "lime")).to_have_text("idle", timeout=60_000)
+    expect(widget.locator(".livexai-error")).to_be_hidden()
+
+
+def test_clicking_a_prediction_explains_that_class(lab: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page = lab["page"]
+    widget = root(page, "lime")
+    second = widget.locator(".livexai-pred").nth(1)
+    index = second.get_attribute("data-index")
+    second.click()
+    expect(second).to_have_attribute("aria-pressed", "true")
+    expect(status(page, "lime")).to_have_text("idle", timeout=60_000)
+    assert index is not None
+
+
+def test_switching_layer_and_method_in_the_layer_widget(lab: dict[str, Any], shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = lab["page"]
+    widget = root(page, "layer")
+    widget.scroll_into_view_if_needed()
+    select = widget.locator(".livexai-select-layer")
+    options = select.locator("option").all_inner_texts()
+    assert len(options) >= 2 and "block1.0" in options
+    canvas = widget.locator(".livexai-canvas")
+    before = canvas_pixels(canvas)
+    select.select_option("block1.0")
+    expect(widget.locator(".livexai-panel-title")).to_contain_text("block1.0", timeout=60_000)
+    expect(status(page, "layer")).to_have_text("idle", timeout=60_000)
+    assert canvas_pixels(canvas) != before
+    page.screenshot(path=str(shots / "lab-layer-gradcam.png"), full_page=True)
+
+    widget.locator(".livexai-select-method").select_option("activations")
+    channels = widget.locator(".livexai-channel")
+    expect(channels.first).to_be_visible(timeout=60_000)
+    assert channels.count() == 8  # block1.0 has 8 channels
+    third = channels.nth(2)
+    chosen = third.get_attribute("data-channel")
+    third.click()
+    expect(widget.locator(f'.livexai-channel[data-channel="{chosen}"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    expect(widget.locator(".livexai-channels .livexai-section-title")).to_contain_text(f"channel {chosen}")
+    page.screenshot(path=str(shots / "lab-layer-activations.png"), full_page=True)
+
+
+def test_interactive_elements_suppress_jupyterlab_shortcuts(lab: dict[str, Any]) -> None:
+    page = lab["page"]
+    for selector in ("input", "select", "button"):
+        for element in page.locator(f".livexai-root {selector}").all():
+            assert element.get_attribute("data-lm-suppress-shortcuts") == "true"
+    assert lab["errors"] == [], lab["errors"]
+
+
+def test_smoke_in_notebook_7(workdir: Path, browser: Any, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    with JupyterServer(workdir, "notebook") as server:
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        run_all_cells(page, server, "smoke.ipynb", app="notebook")
+        widget = root(page, "lime")
+        expect(widget.locator(".livexai-canvas")).to_be_visible(timeout=90_000)
+        expect(status(page, "lime")).to_have_text("idle", timeout=60_000)
+        assert sum(canvas_pixels(widget.locator(".livexai-canvas"))) > 0
+        page.screenshot(path=str(shots / "notebook7-lime.png"), full_page=True)
+        page.close()
