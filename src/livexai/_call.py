@@ -8,7 +8,7 @@ the same way everywhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,3 +109,13 @@ def prepare(
         started=started,
         evals_before=evals_before,
     )
+
+
+def last_result(results: Iterator[Explanation]) -> Explanation:
+    """The final explanation of a progressive method (its iterator always yields at least once)."""
+    final = None
+    for final in results:  # noqa: B007 - only the last one is wanted
+        pass
+    if final is None:
+        raise RuntimeError("a progressive method yielded no result")
+    return final

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ._adapter import ModelAdapter, OutputSpace
-from ._call import PreparedCall, prepare
+from ._call import PreparedCall, last_result, prepare
 from ._inputs import check_float, check_int
 from ._perturb import (
     FeatureSpace,
@@ -64,33 +64,31 @@ def lime(
     the weights painted on the superpixels ``(H, W)`` (tabular: ``(F,)``), ``base_value`` its intercept,
     ``stderr`` ``(M,)``, and ``params["score"]`` its weighted R².
     """
-    result = None
-    for result in iter_lime(  # noqa: B007 - the last result is the answer
-        model,
-        x,
-        target=target,
-        n_segments=n_segments,
-        segments=segments,
-        n_samples=n_samples,
-        baseline=baseline,
-        kernel_width=kernel_width,
-        output=output,
-        seed=seed,
-        image=image,
-        segmentation=segmentation,
-        chunk_size=chunk_size,
-        background=background,
-        feature_names=feature_names,
-        tol=tol,
-        alpha=alpha,
-        blur_sigma=blur_sigma,
-        segmentation_options=segmentation_options,
-        check_cancel=check_cancel,
-        every_chunk=False,
-    ):
-        pass
-    assert result is not None  # iter_lime always yields at least once
-    return result
+    return last_result(
+        iter_lime(
+            model,
+            x,
+            target=target,
+            n_segments=n_segments,
+            segments=segments,
+            n_samples=n_samples,
+            baseline=baseline,
+            kernel_width=kernel_width,
+            output=output,
+            seed=seed,
+            image=image,
+            segmentation=segmentation,
+            chunk_size=chunk_size,
+            background=background,
+            feature_names=feature_names,
+            tol=tol,
+            alpha=alpha,
+            blur_sigma=blur_sigma,
+            segmentation_options=segmentation_options,
+            check_cancel=check_cancel,
+            every_chunk=False,
+        )
+    )
 
 
 def iter_lime(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ._adapter import ModelAdapter, OutputSpace
-from ._call import PreparedCall, prepare
+from ._call import PreparedCall, last_result, prepare
 from ._inputs import check_float, check_int
 from ._perturb import (
     BASELINES,
@@ -76,32 +76,30 @@ def kernel_shap(
     as ``attributions`` ``(H, W)``; tabular: ``(F,)``), ``base_value`` ``E[f]`` over the background, with
     ``weights.sum() + base_value == prediction`` to rounding, and ``stderr`` ``(M,)``.
     """
-    result = None
-    for result in iter_kernel_shap(  # noqa: B007 - the last result is the answer
-        model,
-        x,
-        background=background,
-        target=target,
-        n_segments=n_segments,
-        segments=segments,
-        n_samples=n_samples,
-        output=output,
-        seed=seed,
-        image=image,
-        background_size=background_size,
-        chunk_size=chunk_size,
-        feature_names=feature_names,
-        segmentation=segmentation,
-        interactions=interactions,
-        tol=tol,
-        blur_sigma=blur_sigma,
-        segmentation_options=segmentation_options,
-        check_cancel=check_cancel,
-        every_chunk=False,
-    ):
-        pass
-    assert result is not None  # iter_kernel_shap always yields at least once
-    return result
+    return last_result(
+        iter_kernel_shap(
+            model,
+            x,
+            background=background,
+            target=target,
+            n_segments=n_segments,
+            segments=segments,
+            n_samples=n_samples,
+            output=output,
+            seed=seed,
+            image=image,
+            background_size=background_size,
+            chunk_size=chunk_size,
+            feature_names=feature_names,
+            segmentation=segmentation,
+            interactions=interactions,
+            tol=tol,
+            blur_sigma=blur_sigma,
+            segmentation_options=segmentation_options,
+            check_cancel=check_cancel,
+            every_chunk=False,
+        )
+    )
 
 
 def iter_kernel_shap(
