@@ -1,0 +1,52 @@
+"""Packaging: the wheel carries the front end, and ``import livexai`` stays light and headless."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORE_MODULES = [
+    "livexai",
+    "livexai.explanation",
+    "livexai._adapter",
+    "livexai._inputs",
+    "livexai._call",
+    "livexai.segmentation",
+    "livexai.lime",
+    "livexai.shap",
+    "livexai.cam",
+    "livexai.layers",
+    "livexai.gradients",
+]
+
+
+def test_wheel_contains_the_front_end(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("livexai-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "livexai/static/widget.js" in names and "livexai/static/widget.css" in names
+    assert not any(name.endswith(".test.mjs") for name in names)
+    assert "livexai/py.typed" in names
+    assert any(name.startswith("livexai/models/weights/") for name in names)
+
+
+def test_import_is_fast_and_imports_no_widget_or_browser_code() -> None:
+    code = (
+        "import sys, time; began = time.perf_counter(); import livexai; elapsed = time.perf_counter() - began\n"
+        f"import importlib; [importlib.import_module(m) for m in {CORE_MODULES!r}]\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('anywidget', 'ipywidgets', 'traitlets', 'IPython', 'matplotlib') or m.startswith('livexai.widgets'))\n"
+        "print(elapsed); print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    elapsed, heavy = result.stdout.strip().splitlines()
+    assert heavy == "[]", f"the headless core imported {heavy}"
+    assert float(elapsed) < 2.0, f"import livexai took {float(elapsed):.2f} s"
