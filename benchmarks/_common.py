@@ -1,0 +1,206 @@
+"""Shared plumbing for the benchmark scripts: timing, machine description, quiet peers, RESULTS.md sections."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+
+_RESULTS_HEADER = """# Benchmark results
+
+Written by the scripts in this folder (see `README.md` there for the commands); each script replaces only its
+own section. Numbers are medians of several runs after a warm-up, in one process. A section that says
+"not yet measured" has not been run on such a machine: no number here is estimated.
+"""
+
+# Sections in the order they appear in RESULTS.md, with what a missing one says.
+SECTIONS = {
+    "peers-cpu": "## Speed against the peers: CPU\n\nNot yet measured: run `python -m benchmarks.peers`.\n",
+    "peers-cuda": (
+        "## Speed against the peers: GPU\n\nNot yet measured: run `python -m benchmarks.peers --device cuda` "
+        "on a machine with a CUDA GPU.\n"
+    ),
+    "accuracy": "## KernelSHAP accuracy\n\nNot yet measured: run `python -m benchmarks.accuracy`.\n",
+    "latency": "## Widget latency\n\nNot yet measured: run `python -m benchmarks.latency`.\n",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a wall-clock time covers the whole computation."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Timing:
+    """Median wall time of ``runs`` timed calls (after warm-up), and the last call's result."""
+
+    seconds: float
+    runs: int
+    times: list[float]
+    result: Any = None
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str = "cpu",
+    warmup: Callable[[], Any] | None = None,
+    min_runs: int = 2,
+    max_runs: int = 5,
+    max_seconds: float = 10.0,
+) -> Timing:
+    """Time ``fn()``: one warm-up call (``warmup`` if given, else ``fn``), then between ``min_runs`` and
+    ``max_runs`` timed calls, stopping early once the timed calls add up to ``max_seconds``.
+
+    The stopping rule keeps a ResNet-sized run of a 1000-sample method to two repeats while cheap methods get
+    five, so a full run fits in minutes on two cores.
+    """
+    (warmup or fn)()
+    synchronize(device)
+    times: list[float] = []
+    result = None
+    while len(times) < max_runs:
+        began = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+        if len(times) >= min_runs and sum(times) >= max_seconds:
+            break
+    return Timing(seconds=statistics.median(times), runs=len(times), times=times, result=result)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quiet peers
+
+
+@contextmanager
+def quiet_peers() -> Iterator[None]:
+    """Silence the peers' progress bars and warnings while they are timed.
+
+    lime 0.2.0.1's ``explain_instance`` always wraps its sampling loop in ``tqdm`` (no ``progress_bar``
+    argument), which prints to stderr; its module-level name is swapped for a pass-through.
+    """
+    patched = []
+    try:
+        import lime.lime_image as lime_image
+
+        patched.append((lime_image, "tqdm", lime_image.tqdm))
+        lime_image.tqdm = lambda iterable, *args, **kwargs: iterable
+    except ImportError:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for module, name, value in patched:
+            setattr(module, name, value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The machine
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` says."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that produced a result, as typed: ``python -m benchmarks.X`` plus its arguments."""
+    return " ".join([f"python -m benchmarks.{module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def machine_lines(device: torch.device | str = "cpu", peers: tuple[str, ...] = ()) -> list[str]:
+    """Markdown bullet lines describing where and with what the numbers were measured."""
+    lines = [
+        f"- Date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, torch threads: {torch.get_num_threads()}",
+    ]
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
+    packages = ("livexai", "torch", *peers)
+    lines.append(
+        f"- Python {platform.python_version()}; " + ", ".join(f"{name} {version(name)}" for name in packages)
+    )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RESULTS.md
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+
+
+def _section_text(text: str, name: str) -> str | None:
+    begin, end = _markers(name)
+    match = re.search(re.escape(begin) + r"\n(.*?)" + re.escape(end), text, re.DOTALL)
+    return match.group(1) if match else None
+
+
+def write_section(name: str | None, body: str = "", path: Path = RESULTS) -> None:
+    """Replace section ``name`` of RESULTS.md with ``body`` (markdown), keeping every other section as it is.
+
+    ``name=None`` only (re)writes the file's frame: sections not there yet say "not yet measured".
+    """
+    if name is not None and name not in SECTIONS:
+        raise ValueError(f"unknown section {name!r}; expected one of {sorted(SECTIONS)}")
+    old = path.read_text() if path.exists() else ""
+    bodies = {key: _section_text(old, key) or default for key, default in SECTIONS.items()}
+    if name is not None:
+        bodies[name] = body.rstrip("\n") + "\n"
+    parts = [_RESULTS_HEADER]
+    for key, text in bodies.items():
+        begin, end = _markers(key)
+        parts.append(f"{begin}\n{text}{end}\n")
+    path.write_text("\n".join(parts))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table; numeric-looking columns are right-aligned."""
+
+    def numeric(column: int) -> bool:
+        cells = [row[column] for row in rows if row[column] not in ("", "–")]
+        return bool(cells) and all(re.fullmatch(r"[-+×x±\d.,%ms ]+", cell) for cell in cells)
+
+    align = ["---:" if numeric(i) else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

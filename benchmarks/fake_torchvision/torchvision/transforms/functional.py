@@ -1,0 +1,3 @@
+from .._stub import missing
+
+resize = missing("transforms.functional.resize")
