@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
+from livexai._adapter import ModelAdapter
 from livexai.cam import grad_cam, upsample
 
 
@@ -404,3 +405,18 @@ def test_layers_without_a_usable_gradient(image: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"does not depend on layer 'features\.3' through autograd"):
         grad_cam(model, image, layer="features.3")
     assert hook_count(model) == 0
+
+
+def test_one_forward_pass_serves_the_target_and_the_gradient(cnn: SmallCNN, image: torch.Tensor) -> None:
+    calls = []
+    handle = cnn.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        explanation = grad_cam(cnn, image, layer="features.3")
+        assert len(calls) == 1 and explanation.n_evals == 1
+        # A widget keeps one adapter with f(x) cached: switching layers then costs one pass each, not two.
+        adapter = ModelAdapter(cnn)
+        grad_cam(adapter, image, layer="features.3")
+        grad_cam(adapter, image, layer="features.0")
+        assert len(calls) == 3
+    finally:
+        handle.remove()

@@ -148,8 +148,14 @@ class ModelAdapter:
         with eval_mode(self.model):
             yield
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores ``(1, K)`` for a single prepared input ``x`` ``(1, ...)``; cached for the same unmodified tensor."""
+    def scores(
+        self, x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Scores ``(1, K)`` for a single prepared input ``x`` ``(1, ...)``; cached for the same unmodified tensor.
+
+        ``compute(x)`` replaces the plain no-grad forward when the scores are not cached: a gradient method passes
+        its own hooked forward with autograd, so f(x) and the gradients come from one pass, not two.
+        """
         cached = self._cached
         if (
             cached is not None
@@ -158,8 +164,11 @@ class ModelAdapter:
             and cached[1] == _identity(cached[0])
         ):
             return cached[3]
-        with self.session(), torch.inference_mode():
-            result = self.forward(x)
+        if compute is None:
+            with self.session(), torch.inference_mode():
+                result = self.forward(x)
+        else:
+            result = compute(x).detach()
         if cached is not None and cached[2] is x:
             self._cached = (*cached[:3], result)
         return result

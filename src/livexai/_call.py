@@ -85,8 +85,12 @@ def prepare(
     image: Any = None,
     feature_names: list[str] | None = None,
     expect: InputKind | None = None,
+    compute_scores: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> PreparedCall:
-    """Validate ``x``, run the model once on it (cached), resolve ``target`` and the display image."""
+    """Validate ``x``, run the model once on it (cached), resolve ``target`` and the display image.
+
+    ``compute_scores`` is the forward pass to use if f(x) is not cached (see :meth:`ModelAdapter.scores`).
+    """
     started = time.perf_counter()
     batch, kind = as_single_input(x)
     if expect is not None and kind != expect:
@@ -95,7 +99,7 @@ def prepare(
     adapter = as_adapter(model, output)
     evals_before = adapter.n_evals
     batch = adapter.prepare(batch)
-    scores = adapter.scores(batch)
+    scores = adapter.scores(batch, compute_scores)
     if feature_names is not None and (kind != "tabular" or len(feature_names) != batch.shape[1]):
         raise ValueError(f"feature_names has {len(feature_names)} names; expected one per column of x")
     return PreparedCall(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._adapter import ModelAdapter, OutputSpace
-from ._call import prepare
+from ._call import as_adapter, prepare
 from .explanation import Explanation
 from .gradients import input_leaf
 from .layers import Reshape, as_maps, capture, pick_call, resolve_layer
@@ -53,25 +53,45 @@ def upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized if low_res.ndim == 3 else resized[0]
 
 
+class _HookedForward:
+    """A forward pass with autograd that keeps ``module``'s output, callable as ``prepare``'s ``compute_scores``.
+
+    When f(x) is not cached yet, :func:`prepare` calls it and the same pass serves the target's choice and the
+    gradient; when it is cached (a widget switching layers), :meth:`scores` runs the pass here.
+    """
+
+    def __init__(self, adapter: ModelAdapter, module: nn.Module) -> None:
+        self.adapter, self.module = adapter, module
+        self.outputs: list[Any] = []
+        self.result: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with self.adapter.session(), torch.enable_grad(), capture(self.module, for_grad=True) as outputs:
+            self.result = self.adapter.forward(input_leaf(x))
+        self.outputs = outputs
+        return self.result
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.result if self.result is not None else self(x)
+
+
 def _activation_and_gradient(
-    adapter: ModelAdapter, x: torch.Tensor, module: nn.Module, name: str, target: int, call: int
+    forward: _HookedForward, x: torch.Tensor, name: str, target: int, call: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's output on ``x`` and the gradient of the target score with respect to it (one pass each way)."""
-    with adapter.session(), torch.enable_grad():
-        with capture(module, for_grad=True) as outputs:
-            scores = adapter.forward(input_leaf(x))
-        activation = pick_call(outputs, call, name)
-        if not isinstance(activation, torch.Tensor):
-            raise ValueError(
-                f"layer {name!r} returns {type(activation).__name__}, not a tensor; pick a layer that outputs a "
-                "map (N, C, h, w), see livexai.layers(model, x)"
-            )
-        if not activation.requires_grad or not scores.requires_grad:
-            raise ValueError(
-                f"the target score does not depend on layer {name!r} through autograd (the model detaches or runs "
-                "under no_grad); Grad-CAM needs a differentiable path from the layer to the output"
-            )
-        (gradient,) = torch.autograd.grad(scores[:, target].sum(), activation, allow_unused=True)
+    """The layer's output on ``x`` and the gradient of the target score with respect to it."""
+    scores = forward.scores(x)
+    activation = pick_call(forward.outputs, call, name)
+    if not isinstance(activation, torch.Tensor):
+        raise ValueError(
+            f"layer {name!r} returns {type(activation).__name__}, not a tensor; pick a layer that outputs a "
+            "map (N, C, h, w), see livexai.layers(model, x)"
+        )
+    if not activation.requires_grad or not scores.requires_grad:
+        raise ValueError(
+            f"the target score does not depend on layer {name!r} through autograd (the model detaches or runs "
+            "under no_grad); Grad-CAM needs a differentiable path from the layer to the output"
+        )
+    (gradient,) = torch.autograd.grad(scores[:, target].sum(), activation, allow_unused=True)
     if (
         gradient is None
     ):  # the layer ran but autograd never reaches it from the output: a detach, a side branch
@@ -121,9 +141,13 @@ def grad_cam(
         raise TypeError(
             f"reshape must be a callable turning tokens (N, T, D) into maps (N, D, h, w), got {reshape!r}"
         )
-    call_ = prepare(model, x, target=target, output=output, image=image, expect="image")
-    name, module = resolve_layer(call_.adapter.model, layer)
-    activation, gradient = _activation_and_gradient(call_.adapter, call_.x, module, name, call_.target, call)
+    adapter = as_adapter(model, output)
+    name, module = resolve_layer(adapter.model, layer)
+    forward = _HookedForward(adapter, module)
+    call_ = prepare(
+        adapter, x, target=target, output=output, image=image, expect="image", compute_scores=forward
+    )
+    activation, gradient = _activation_and_gradient(forward, call_.x, name, call_.target, call)
     maps_a = as_maps(activation, name, reshape)
     maps_g = reshape(gradient) if reshape is not None else gradient
     if maps_g.shape != maps_a.shape:
