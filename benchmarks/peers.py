@@ -645,7 +645,7 @@ def report(
         f"- Command: `{command}` ({seconds / 60:.1f} min in all)",
         f"- Budget: {settings.budget} evaluations per sampling method, {settings.grad_samples} samples/steps per "
         f"gradient method. Each time: median of {settings.min_runs} to {settings.max_runs} runs after one "
-        "warm-up call, repeating until the runs add up to {settings.max_seconds:g} s "
+        f"warm-up call, repeating until the runs add up to {settings.max_seconds:g} s "
         f"({settings.grad_max_seconds:g} s for gradient methods): a 1000-sample ResNet run, itself the sum of "
         "~100 batches, is timed once.",
         "- `vs livexai` = peer's time / livexai's time (above 1: livexai is faster). `× floor` = time / the "

@@ -340,6 +340,13 @@ def test_tolerance_stops_early_and_reports_the_saving() -> None:
     assert result.n_evals < 250 * 2
 
 
+def test_tolerance_waits_for_enough_pairs_before_trusting_the_standard_errors() -> None:
+    model = make_mlp(8, seed=7)
+    x, background = data(8, 2, seed=7)
+    result = kernel_shap(model, x, background=background, n_samples=250, chunk_size=16, tol=1e9)
+    assert 2 * 8 * 8 <= result.params["n_samples_done"] < 250  # at least 8 pairs per feature
+
+
 def test_same_seed_same_result_and_seeds_differ() -> None:
     model = make_mlp(12, seed=8)
     x, background = data(12, 3, seed=8)

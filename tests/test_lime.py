@@ -238,6 +238,13 @@ def test_tolerance_stops_early_and_reports_the_saving() -> None:
     assert result.params["stderr_ratio"] < 0.1
 
 
+def test_tolerance_waits_for_four_samples_per_feature() -> None:
+    model, image = _cnn_and_image(size=16, seed=11)
+    segments = grid_segments(16, 16, 4, 4)  # 16 features: not before 64 samples
+    result = lime(model, image, segments=segments, n_samples=2000, chunk_size=10, tol=1e9)
+    assert 64 <= result.params["n_samples_done"] < 100
+
+
 def test_same_seed_same_result_and_seeds_differ() -> None:
     model, image = _cnn_and_image(size=16, seed=12)
     segments = grid_segments(16, 16, 3, 3)
