@@ -56,10 +56,12 @@ class CountingModel(nn.Module):
         self.inner = inner
         self.calls = 0
         self.sizes: list[int] = []
+        self.channels_last: list[bool] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.sizes.append(x.shape[0])
+        self.channels_last.append(x.ndim == 4 and not x.is_contiguous())
         return self.inner(x)
 
 
@@ -83,8 +85,9 @@ def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:
     inputs = torch.rand(1000, 3, 16, 16)
     adapter = ModelAdapter(model)
     adapter.evaluate(1000, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
-    # warm-up batch, then one timed batch per candidate size, then the chosen size
+    # warm-up batch, one timed batch per candidate size, the best size again in channels-last, then the plan
     assert model.sizes[:6] == [8, 8, 16, 32, 64, 128]
+    assert model.channels_last[:7] == [False] * 6 + [True]
     chosen = model.sizes[6]
     assert chosen in (8, 16, 32, 64, 128)
     model.sizes.clear()

@@ -288,7 +288,9 @@ def test_model_calls_are_whole_batches() -> None:
     model = CountingModel(make_cnn(seed=14).eval())
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(14))
     segments = grid_segments(16, 16, 3, 3)
-    lime(model, image, segments=segments, n_samples=300)  # first call tunes the batch size
+    lime(
+        model, image, segments=segments, n_samples=1000
+    )  # first call tunes the batch plan (about 400 inputs)
     model.reset()
     result = lime(model, image, segments=segments, n_samples=300)
     batch = max(model.sizes)

@@ -61,9 +61,11 @@ def _gradient_sum(
         input_shape, device=adapter.device, dtype=torch.promote_types(adapter.dtype, torch.float32)
     )
 
-    def step(start: int, stop: int) -> None:
+    def step(start: int, stop: int, layout: torch.memory_format) -> None:
         inputs, factor = make_batch(start, stop)
-        total.add_(_weighted_gradients(adapter, inputs, factor, target, absolute))
+        total.add_(
+            _weighted_gradients(adapter, inputs.contiguous(memory_format=layout), factor, target, absolute)
+        )
 
     with adapter.session(), torch.enable_grad():
         adapter.run_batched(

@@ -207,7 +207,11 @@ def iter_lime(
         fit = weighted_ridge(masks[:stop], answers[:stop], kernel[:stop], alpha)
         spread = float(fit.coef.max() - fit.coef.min())
         ratio = float(fit.stderr.max()) / spread if spread > 0 else float("inf")
-        converged = tol is not None and _MIN_SAMPLES_PER_FEATURE * space.n_features <= stop < n_samples and ratio < tol
+        converged = (
+            tol is not None
+            and _MIN_SAMPLES_PER_FEATURE * space.n_features <= stop < n_samples
+            and ratio < tol
+        )
         if not (every_chunk or converged or stop == n_samples):
             continue
         yield call.explanation(
