@@ -298,3 +298,18 @@ def test_activation_grid_from_activations_uses_its_ranking(resnet: SmallResNet, 
     assert activation_grid(torch.zeros(2, 4, 4), top_k=2).eq(0).all()  # constant channels: no NaN
     with pytest.raises(TypeError, match="Activations or a tensor"):
         activation_grid(torch.zeros(4, 4))
+
+
+def test_capture_ignores_forward_passes_from_other_threads() -> None:
+    import threading
+
+    from livexai.layers import capture
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with capture(model[0]) as outputs:
+        other = threading.Thread(target=lambda: model(torch.ones(5, 3)))
+        other.start()
+        other.join()
+        assert outputs == []  # a background widget must not see the kernel's forward passes, or vice versa
+        model(torch.ones(2, 3))
+    assert len(outputs) == 1 and outputs[0].shape == (2, 4)

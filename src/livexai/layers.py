@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,10 +106,16 @@ def capture(module: nn.Module, *, for_grad: bool = False) -> Iterator[list[torch
     With ``for_grad`` the hook keeps the module's own output and hands a clone on to the rest of the model, so an
     in-place operation downstream (``ReLU(inplace=True)``, ``out += identity``) cannot overwrite the activation
     that gradients are taken with respect to. Values downstream are unchanged.
+
+    Hooks belong to the module, not the thread: only calls from the thread that opened the block are collected,
+    so a widget computing in the background never picks up a forward pass the kernel runs at the same time.
     """
     outputs: list[torch.Tensor] = []
+    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
         if not isinstance(output, torch.Tensor):
             outputs.append(output)
             return None
