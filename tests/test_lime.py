@@ -317,3 +317,53 @@ def test_cpu_and_cuda_agree() -> None:
     # Different devices draw different masks: compare within the combined standard errors.
     tolerance = 5 * torch.sqrt(cpu.stderr**2 + cuda.stderr**2) + 1e-5
     assert torch.all((cpu.weights - cuda.weights).abs() < tolerance)
+
+
+def test_discretised_tabular_lime_recovers_a_quartile_rule() -> None:
+    generator = torch.Generator().manual_seed(21)
+    background = torch.randn(400, 4, generator=generator)
+    q75 = torch.quantile(background[:, 0], 0.75)
+
+    def model(rows: torch.Tensor) -> torch.Tensor:
+        # Only "column 0 is in its top quartile" matters: a rule that is linear in lime's discretised features.
+        score = 3.0 * (rows[:, 0] > q75).float() + 0.0 * rows[:, 1:].sum(1)
+        return torch.stack([score, -score], dim=1)
+
+    x = torch.tensor([2.5, 0.0, 0.1, -0.2])  # column 0 well inside the top quartile
+    result = lime(
+        model,
+        x,
+        background=background,
+        discretize=True,
+        n_samples=800,
+        alpha=0.0,
+        target=0,
+        feature_names=["a", "b", "c", "d"],
+    )
+    torch.testing.assert_close(result.weights, torch.tensor([3.0, 0.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+    assert result.params["discretize"] is True
+    assert result.params["quartiles"][0] == f"a > {float(q75):.4g}"
+    assert " < b <= " in result.params["quartiles"][1]
+
+
+def test_discretised_lime_is_reproducible_and_differs_from_plain_background_sampling() -> None:
+    generator = torch.Generator().manual_seed(22)
+    background = torch.randn(200, 5, generator=generator)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x = background[0] + 1.0
+    first = lime(model, x, background=background, discretize=True, n_samples=300, seed=3)
+    again = lime(model, x, background=background, discretize=True, n_samples=300, seed=3)
+    plain = lime(model, x, background=background, n_samples=300, seed=3)
+    assert torch.equal(first.weights, again.weights)
+    assert not torch.equal(first.weights, plain.weights)
+
+
+def test_discretize_needs_rows_and_a_background() -> None:
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="discretize=True applies to tabular rows with a background"):
+        lime(model, torch.zeros(3), discretize=True, baseline="zero")
+    cnn, image = _cnn_and_image(size=16, seed=1)
+    with pytest.raises(ValueError, match="got an image"):
+        lime(cnn, image, background=image[None], discretize=True, n_segments=4)
+    with pytest.raises(TypeError, match="discretize must be True or False"):
+        lime(model, torch.zeros(3), discretize="yes")

@@ -193,6 +193,41 @@ def background_rows(background: Any, x: torch.Tensor) -> torch.Tensor:
     return _finite("background", tensor.to(device=x.device, dtype=x.dtype))
 
 
+def quartile_fill(
+    background: torch.Tensor, x: torch.Tensor, n: int, generator: torch.Generator, names: list[str]
+) -> tuple[torch.Tensor, list[str]]:
+    """Off-values for LIME's discretised tabular features, as lime's quartile discretiser defines them.
+
+    Each column is cut at the background's quartiles; the interpretable feature "column j is on" means "in the
+    same quartile as x". An off column takes the value of a random background row from another quartile (any
+    row if every row shares x's quartile). Returns the fill rows ``(n, F)`` (one per sample) and a description
+    of x's quartile per column, e.g. ``"1.2 < age <= 3.4"``.
+    """
+    levels = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=background.device)
+    edges = torch.quantile(background.double(), levels, dim=0).to(background.dtype)  # (3, F)
+
+    def quartile(rows: torch.Tensor) -> torch.Tensor:
+        return (rows.unsqueeze(1) > edges.unsqueeze(0)).sum(dim=1)  # (R, F) in 0..3
+
+    x_quartile = quartile(x)  # (1, F)
+    elsewhere = quartile(background) != x_quartile  # (B, F)
+    allowed = torch.where(elsewhere.any(dim=0, keepdim=True), elsewhere, torch.ones_like(elsewhere))
+    picks = torch.multinomial(allowed.T.float(), n, replacement=True, generator=generator)  # (F, n)
+    fill = torch.gather(background.T, 1, picks).T  # (n, F)
+    bounds = edges.T.tolist()
+    descriptions = []
+    for name, q, (low, mid, high) in zip(names, x_quartile[0].tolist(), bounds, strict=True):
+        descriptions.append(
+            [
+                f"{name} <= {low:.4g}",
+                f"{low:.4g} < {name} <= {mid:.4g}",
+                f"{mid:.4g} < {name} <= {high:.4g}",
+                f"{name} > {high:.4g}",
+            ][q]
+        )
+    return fill.contiguous(), descriptions
+
+
 def background_images(background: Any, x: torch.Tensor) -> torch.Tensor:
     """An image background set as ``(B, C, H, W)`` like ``x`` on its device; one ``(C, H, W)`` image is accepted."""
     tensor = _as_tensor("background", background)

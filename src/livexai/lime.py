@@ -9,6 +9,7 @@ explanations with standard errors; :func:`lime` returns the last one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from ._perturb import (
     image_fill,
     image_segments,
     lime_masks,
+    quartile_fill,
     row_fill,
 )
 from ._surrogate import lime_kernel, solve_dtype, weighted_ridge
@@ -56,6 +58,7 @@ def lime(
     chunk_size: int = 100,
     background: Any = None,
     feature_names: list[str] | None = None,
+    discretize: bool = False,
     tol: float | None = None,
     alpha: float = 1.0,
     blur_sigma: float | None = None,
@@ -85,6 +88,7 @@ def lime(
             chunk_size=chunk_size,
             background=background,
             feature_names=feature_names,
+            discretize=discretize,
             tol=tol,
             alpha=alpha,
             blur_sigma=blur_sigma,
@@ -112,6 +116,7 @@ def iter_lime(
     chunk_size: int = 100,
     background: Any = None,
     feature_names: list[str] | None = None,
+    discretize: bool = False,
     tol: float | None = None,
     alpha: float = 1.0,
     blur_sigma: float | None = None,
@@ -133,6 +138,9 @@ def iter_lime(
         pixels, default ``max(H, W) / 8``), ``"mean"`` (per-channel mean), ``"zero"``, ``"segment_mean"``
         (each superpixel's mean colour: lime's own default), a number, or a tensor broadcastable to ``x``.
         Tabular rows: ``"zero"``, a number or an ``(F,)`` tensor, used only when ``background`` is None.
+    discretize: tabular rows only, with ``background``: lime's quartile discretisation. A feature is "x's
+        column lies in the same background quartile as x", and switching it off draws a value from another
+        quartile; ``params["quartiles"]`` describes x's quartile per column (e.g. ``"1.2 < age <= 3.4"``).
     background: reference inputs ``(B, F)`` (tabular) or ``(B, C, H, W)`` (images). When given, each sample takes
         its off features from one background row drawn at random (seeded), the way lime's tabular explainer
         perturbs from training data (without its discretisation).
@@ -158,7 +166,14 @@ def iter_lime(
     chunk_size = check_int("chunk_size", chunk_size, 1)
     if tol is not None:
         tol = check_float("tol", tol, 0.0, open_low=True)
+    if not isinstance(discretize, bool):
+        raise TypeError(f"discretize must be True or False, got {discretize!r}")
     call = prepare(model, x, target=target, output=output, image=image, feature_names=feature_names)
+    if discretize and (call.kind != "tabular" or background is None):
+        raise ValueError(
+            "discretize=True applies to tabular rows with a background (B, F) of training rows, whose quartiles "
+            f"define the bins; got {'an image' if call.kind == 'image' else 'no background'}"
+        )
     space = _feature_space(
         call,
         image is not None,
@@ -174,7 +189,12 @@ def iter_lime(
     gen = generator(seed, call.x.device)
     masks = lime_masks(n_samples, space.n_features, gen)
     which = None
-    if space.fill.shape[0] > 1:
+    quartiles = None
+    if discretize:
+        fill, quartiles = quartile_fill(space.fill, call.x, n_samples, gen, _names(call))
+        space = replace(space, fill=fill)
+        which = torch.arange(n_samples, device=gen.device)  # one fill row per sample
+    elif space.fill.shape[0] > 1:
         which = torch.randint(space.fill.shape[0], (n_samples,), generator=gen, device=gen.device)
     kernel = lime_kernel(masks, kernel_width)
     answers = torch.empty(n_samples, dtype=solve_dtype(call.x.device), device=call.x.device)
@@ -193,6 +213,8 @@ def iter_lime(
     }
     if space.segments is not None:
         params.update(n_segments=space.n_features, segmentation=segmentation if segments is None else "given")
+    if quartiles is not None:
+        params.update(discretize=True, quartiles=quartiles)
     for _, stop, scores in evaluate_chunks(
         call.adapter,
         n_samples,
@@ -232,6 +254,11 @@ def iter_lime(
         )
         if converged:
             return
+
+
+def _names(call: PreparedCall) -> list[str]:
+    """Column names for descriptions: the caller's, else ``feature 0``, ``feature 1``, ..."""
+    return call.feature_names or [f"feature {i}" for i in range(call.x.shape[1])]
 
 
 def _feature_space(
