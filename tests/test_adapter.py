@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_unchanged, snapshot
 from torch import nn
 
 from livexai._adapter import Cancelled, ModelAdapter, eval_mode
@@ -23,31 +24,6 @@ def small_cnn(n_classes: int = 4) -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, n_classes),
     )
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything about a model a method could disturb."""
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for m in model.modules()
-        ],
-    }
-
-
-def assert_same(before: dict, after: dict) -> None:
-    assert before["training"] == after["training"]
-    assert before["requires_grad"] == after["requires_grad"]
-    assert before["hooks"] == after["hooks"]
-    assert before["state"].keys() == after["state"].keys()
-    for key, value in before["state"].items():
-        assert torch.equal(value, after["state"][key]), key
-    for a, b in zip(before["grads"], after["grads"], strict=True):
-        assert (a is None and b is None) or torch.equal(a, b)
 
 
 class CountingModel(nn.Module):
@@ -77,7 +53,7 @@ def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> N
         expected = model(inputs)
     assert torch.allclose(scores, expected, atol=1e-5)
     assert adapter.n_evals == 300
-    assert_same(before, snapshot(model))
+    assert_unchanged(before, snapshot(model))
 
 
 def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
+from conftest import SmallResNet, assert_unchanged, hook_count, randomise_batchnorm, snapshot
 from torch import nn
 
 from livexai._adapter import ModelAdapter
@@ -32,46 +33,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.features(x)).flatten(1))
-
-
-class Block(nn.Module):
-    """A ResNet basic block that uses the network's one shared, in-place ReLU twice."""
-
-    def __init__(self, cin: int, cout: int, stride: int, relu: nn.Module) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (
-            nn.Sequential()
-            if stride == 1 and cin == cout
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        )
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += self.shortcut(x)
-        return self.relu(out)
-
-
-class SmallResNet(nn.Module):
-    def __init__(self, n_classes: int = 5) -> None:
-        super().__init__()
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.layer1 = nn.Sequential(Block(8, 8, 1, self.relu), Block(8, 8, 1, self.relu))
-        self.layer2 = nn.Sequential(Block(8, 16, 2, self.relu))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer2(self.layer1(x))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 class Tokens(nn.Module):
@@ -101,44 +62,6 @@ class ExplodesAfterFeatures(SmallCNN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.features(x)
         raise Boom("mid-forward failure")
-
-
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
-    )
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything about a model that an explanation must leave exactly as it was."""
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "hooks": hook_count(model),
-    }
-
-
-def assert_same(before: dict, after: dict) -> None:
-    assert before["training"] == after["training"]
-    assert before["requires_grad"] == after["requires_grad"]
-    assert before["hooks"] == after["hooks"] == 0
-    assert before["state"].keys() == after["state"].keys()
-    for key, value in before["state"].items():
-        assert torch.equal(value, after["state"][key]), key
-    for old, new in zip(before["grad"], after["grad"], strict=True):
-        assert (old is None and new is None) or torch.equal(old, new)
 
 
 def captum_grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -305,7 +228,8 @@ def test_model_left_bit_identical(resnet: SmallResNet, image: torch.Tensor) -> N
     before = snapshot(resnet)
     grad_cam(resnet, image, layer="layer1")
     grad_cam(resnet, image, layer="bn1", plus_plus=True)
-    assert_same(before, snapshot(resnet))
+    assert_unchanged(before, snapshot(resnet))
+    assert hook_count(resnet) == 0
 
 
 def test_frozen_model_still_explained_and_flags_kept(cnn: SmallCNN, image: torch.Tensor) -> None:
@@ -317,7 +241,8 @@ def test_frozen_model_still_explained_and_flags_kept(cnn: SmallCNN, image: torch
     expected = captum_grad_cam(cnn, cnn.features[3], image, 1)
     cnn.zero_grad(set_to_none=True)
     cnn.requires_grad_(False)
-    assert_same(before, snapshot(cnn))
+    assert_unchanged(before, snapshot(cnn))
+    assert hook_count(cnn) == 0
     torch.testing.assert_close(result.attributions, expected, rtol=1e-4, atol=1e-6)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Saliency
+from conftest import hook_count
 from torch import nn
 
 from livexai import gradients
@@ -53,18 +54,13 @@ class OutOfMemoryAbove(nn.Module):
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics (affine weights left at 1), so eval mode differs from train mode."""
     generator = torch.Generator().manual_seed(1)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
     return model
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
-    )
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SmallResNet, hook_count, randomise_batchnorm
 from torch import nn
 
 from livexai.layers import (
@@ -17,46 +18,6 @@ from livexai.layers import (
 
 
 # -- models written for these tests ----------------------------------------------------------------------------
-class Block(nn.Module):
-    """A ResNet basic block that uses the network's one shared, in-place ReLU twice."""
-
-    def __init__(self, cin: int, cout: int, stride: int, relu: nn.Module) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (
-            nn.Sequential()
-            if stride == 1 and cin == cout
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        )
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += self.shortcut(x)
-        return self.relu(out)
-
-
-class SmallResNet(nn.Module):
-    def __init__(self, n_classes: int = 5) -> None:
-        super().__init__()
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.layer1 = nn.Sequential(Block(8, 8, 1, self.relu), Block(8, 8, 1, self.relu))
-        self.layer2 = nn.Sequential(Block(8, 16, 2, self.relu))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer2(self.layer1(x))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
 class HeadFirst(nn.Module):
     """Registers its head before its body, so registration order and forward order differ."""
 
@@ -107,23 +68,6 @@ class Exploding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.conv(x)
         raise Boom("mid-forward failure")
-
-
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics, so eval mode differs from train mode."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
-    )
 
 
 @pytest.fixture
