@@ -228,3 +228,26 @@ def test_exclusive_waits_for_the_running_job() -> None:
 def test_describe_error_is_one_readable_line() -> None:
     assert describe_error(ValueError("bad value")) == "ValueError: bad value"
     assert describe_error(RuntimeError()) == "RuntimeError: (no message)"
+
+
+def test_shutdown_cancels_the_running_job_and_stops_the_worker() -> None:
+    runner = Runner()
+    started, stopped = threading.Event(), threading.Event()
+
+    def work(context: JobContext) -> None:
+        started.set()
+        try:
+            while True:  # a long computation that checks for cancellation between batches
+                context.check_cancel()
+                time.sleep(0.01)
+        except Cancelled:
+            stopped.set()
+            raise
+
+    runner.submit(object(), work)
+    runner.submit(object(), work)  # still pending at shutdown: dropped
+    assert started.wait(5)
+    runner.shutdown(timeout=5)
+    assert stopped.is_set()
+    assert runner._thread is not None and not runner._thread.is_alive()
+    assert runner.jobs_started == 1

@@ -17,6 +17,7 @@ thread in :meth:`Runner.wait` drains the queue itself, so waiting inside a noteb
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import logging
 import sys
@@ -111,6 +112,7 @@ class Runner:
         self._running: Job | None = None
         self._outbox: deque[tuple[Job, Callable[[], None]]] = deque()
         self._thread: threading.Thread | None = None
+        self._stopping = False
         # Held while a job runs, and by ``exclusive()``: the user's model is only ever run by one thread at a time
         # (eval-and-restore from two threads at once could leave the model in the wrong mode).
         self._compute = threading.Lock()
@@ -183,6 +185,24 @@ class Runner:
         with self._compute:
             yield
 
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Cancel every job and wait (up to ``timeout`` s) for the worker to finish its batch and stop.
+
+        Registered at interpreter exit for the shared runner: a daemon thread stopped inside a torch kernel
+        aborts the process ("terminate called without an active exception") as a kernel shuts down.
+        """
+        with self._changed:
+            self._stopping = True
+            for job in self._pending.values():
+                job.cancelled.set()
+            self._pending.clear()
+            if self._running is not None:
+                self._running.cancelled.set()
+            self._changed.notify_all()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
     # -- worker --------------------------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -193,6 +213,8 @@ class Runner:
         while True:
             with self._changed:
                 while not self._pending:
+                    if self._stopping:
+                        return
                     self._changed.wait()
                 key = next(iter(self._pending))
                 job = self._pending.pop(key)
@@ -260,6 +282,7 @@ def shared_runner() -> Runner:
     with _shared_lock:
         if _shared is None:
             _shared = Runner()
+            atexit.register(_shared.shutdown)
         return _shared
 
 
