@@ -79,7 +79,9 @@ def image_segments(
 ) -> tuple[torch.Tensor, int]:
     """Superpixels ``(H, W)`` on ``x``'s device and their count: ``segments`` if given, else segment ``picture``.
 
-    ``picture`` is the user's ``(H, W, 3)`` display image, or the model-ready ``x`` itself when there is none.
+    ``picture`` is the user's ``(H, W, 3)`` display image, or the model-ready ``x`` itself when there is none;
+    it is moved to ``x``'s device first, so torch SLIC runs where the model runs (scikit-image methods copy it
+    back to the CPU themselves).
     """
     height, width = x.shape[-2:]
     if segments is not None:
@@ -92,6 +94,8 @@ def image_segments(
         )
     from .segmentation import segment  # imported here: segmentation pulls in scikit-image
 
+    if isinstance(picture, torch.Tensor):
+        picture = picture.to(x.device)
     labels = segment(picture, n_segments, method=segmentation, **options)
     return check_segments(labels, height, width, x.device)
 
