@@ -30,28 +30,12 @@ pytestmark = [
 XSS_LABEL = "<img src=x onerror=alert(1)>"
 
 SETUP = f"""
-import torch
-from torch import nn
+from livexai.datasets import shapes
+from livexai.models import shapes_cnn
 from livexai.widgets import LayerWidget, LimeWidget
 
-torch.manual_seed(0)
-
-class SmallCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
-
-    def forward(self, x):
-        return self.head(self.block2(self.block1(x)))
-
-model = SmallCNN().eval()
-try:
-    from livexai.datasets import shapes
-    x = shapes(1, size=32).images[0]
-except Exception:  # the demo data set is optional here
-    x = torch.rand(3, 32, 32)
+model = shapes_cnn()  # the shipped demo CNN: a circle, square, triangle or cross on a noisy background
+x = shapes(1, seed=3).images[0]
 labels = ["circle", "square", {XSS_LABEL!r}, "cross"]
 """
 CELLS = [
@@ -130,7 +114,7 @@ def test_moving_the_superpixel_slider_recomputes_the_overlay(lab: dict[str, Any]
     widget.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "lab-lime-before.png"), full_page=True)
     before = canvas_pixels(canvas)
-    assert len(before) == 224 * 224 * 4  # the 32x32 map drawn at 7x on the canvas itself
+    assert len(before) == 192 * 192 * 4  # the 64x64 map drawn at 3x on the canvas itself
     widget.locator(".livexai-slider-n_segments").fill("40")
     expect(widget.locator(".livexai-number-n_segments")).to_have_value("40")
     after = wait_for_change(canvas, before)
@@ -217,11 +201,11 @@ def test_switching_layer_and_method_in_the_layer_widget(lab: dict[str, Any], sho
     widget.scroll_into_view_if_needed()
     select = widget.locator(".livexai-select-layer")
     options = select.locator("option").all_inner_texts()
-    assert len(options) >= 2 and "block1.0" in options
+    assert len(options) >= 2 and "features.conv1" in options
     canvas = widget.locator(".livexai-canvas")
     before = canvas_pixels(canvas)
-    select.select_option("block1.0")
-    expect(widget.locator(".livexai-panel-title")).to_contain_text("block1.0", timeout=60_000)
+    select.select_option("features.conv1")
+    expect(widget.locator(".livexai-panel-title")).to_contain_text("features.conv1", timeout=60_000)
     expect(status(page, "layer")).to_have_text("idle", timeout=60_000)
     assert canvas_pixels(canvas) != before
     page.screenshot(path=str(shots / "lab-layer-gradcam.png"), full_page=True)
@@ -229,7 +213,7 @@ def test_switching_layer_and_method_in_the_layer_widget(lab: dict[str, Any], sho
     widget.locator(".livexai-select-method").select_option("activations")
     channels = widget.locator(".livexai-channel")
     expect(channels.first).to_be_visible(timeout=60_000)
-    assert channels.count() == 8  # block1.0 has 8 channels
+    assert channels.count() == 8  # features.conv1 has 8 channels
     third = channels.nth(2)
     chosen = third.get_attribute("data-channel")
     third.click()
