@@ -162,3 +162,26 @@ def test_cuda_model_runs_on_cuda() -> None:
     assert scores.device.type == "cuda"
     with eval_mode(model), torch.no_grad():
         assert torch.allclose(scores, model(inputs), atol=1e-4)
+
+
+def test_tuning_stops_trying_larger_sizes_once_they_get_slower() -> None:
+    import time as clock
+
+    class SlowerInBigBatches(nn.Module):
+        """A fixed cost per call, and a per-input cost that jumps beyond 16 inputs (as for a big model on a CPU)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.sizes.append(x.shape[0])
+            clock.sleep(0.004 + x.shape[0] * (0.0005 if x.shape[0] <= 16 else 0.003))
+            return x.flatten(1)[:, :3]
+
+    model = SlowerInBigBatches()
+    inputs = torch.rand(600, 3, 4, 4)
+    ModelAdapter(model).evaluate(600, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    # warm-up 8, then 8, 16, 32 (much slower per input: no 64 or 128), then 16 again in channels-last
+    assert model.sizes[:5] == [8, 8, 16, 32, 16]
+    assert 64 not in model.sizes and 128 not in model.sizes

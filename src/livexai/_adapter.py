@@ -27,6 +27,8 @@ OUTPUT_SPACES: tuple[str, ...] = ("logits", "probs")
 # per-sample size is remembered: on a 2-core CPU batch 10 beat batch 100 (see shared/recipes/peers.md).
 _CPU_CANDIDATES = (8, 16, 32, 64, 128)
 _CPU_DEFAULT = 32
+# A trial size this much slower per input than the best so far ends the search for larger sizes.
+_SLOWER_STOPS_TRIALS = 1.25
 # Calls smaller than this run at the default size without starting the timing trials.
 _MIN_TUNING_CALL = 64
 _CONTIGUOUS = torch.contiguous_format
@@ -85,7 +87,9 @@ class _Tuning:
     """Timing trials of batch plans on a CPU, carried across calls (progressive methods evaluate in chunks).
 
     One warm-up batch first (a model's first batches are slow), then one timed full batch per candidate size,
-    then, for images, the fastest size again in channels-last layout; :attr:`best` is set when all are done.
+    smallest first, stopping early once a size runs clearly slower per input than the best so far (the time per
+    input is U-shaped in the batch size, and a big model's large trial batches are expensive), then, for images,
+    the fastest size again in channels-last layout; :attr:`best` is set when all are done.
     """
 
     def __init__(self, images: bool) -> None:
@@ -105,6 +109,8 @@ class _Tuning:
             return
         self.seconds_per_input[plan] = seconds / plan[0]
         fastest = min(self.seconds_per_input, key=self.seconds_per_input.__getitem__)
+        if self.seconds_per_input[plan] > _SLOWER_STOPS_TRIALS * self.seconds_per_input[fastest]:
+            self.pending = [pending for pending in self.pending if pending[1] != _CONTIGUOUS]
         if not self.pending and self.layout_due:
             self.layout_due = False
             self.pending.append((fastest[0], torch.channels_last))
