@@ -30,7 +30,9 @@ own section. Numbers are medians of several runs after a warm-up, in one process
 """
 
 # Sections in the order they appear in RESULTS.md, with what a missing one says.
+# Section name -> text until measured. "targets" is written by hand from the others and kept by every script.
 SECTIONS = {
+    "targets": "## Where we stand against the targets\n\nNot yet assessed.\n",
     "peers-cpu": "## Speed against the peers: CPU\n\nNot yet measured: run `python -m benchmarks.peers`.\n",
     "peers-cuda": (
         "## Speed against the peers: GPU\n\nNot yet measured: run `python -m benchmarks.peers --device cuda` "
