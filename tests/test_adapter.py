@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from conftest import assert_unchanged, snapshot
@@ -32,12 +30,10 @@ class CountingModel(nn.Module):
         self.inner = inner
         self.calls = 0
         self.sizes: list[int] = []
-        self.channels_last: list[bool] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.sizes.append(x.shape[0])
-        self.channels_last.append(x.ndim == 4 and not x.is_contiguous())
         return self.inner(x)
 
 
@@ -56,20 +52,55 @@ def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> N
     assert_unchanged(before, snapshot(model))
 
 
+class Timed(nn.Module):
+    """A model whose time is set by the test: a cost per call, per input, and a factor for channels-last input."""
+
+    def __init__(self, per_call: float, per_input: float, channels_last_factor: float = 1.0) -> None:
+        super().__init__()
+        self.per_call, self.per_input, self.factor = per_call, per_input, channels_last_factor
+        self.sizes: list[int] = []
+        self.channels_last: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time as clock
+
+        flagged = not x.is_contiguous()
+        self.sizes.append(x.shape[0])
+        self.channels_last.append(flagged)
+        clock.sleep((self.per_call + self.per_input * x.shape[0]) * (self.factor if flagged else 1.0))
+        return x.reshape(x.shape[0], -1)[:, :3]
+
+
 def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:
-    model = CountingModel(small_cnn())
-    inputs = torch.rand(1000, 3, 16, 16)
-    adapter = ModelAdapter(model)
-    adapter.evaluate(1000, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
-    # warm-up batch, one timed batch per candidate size, the best size again in channels-last, then the plan
-    assert model.sizes[:6] == [8, 8, 16, 32, 64, 128]
-    assert model.channels_last[:7] == [False] * 6 + [True]
-    chosen = model.sizes[6]
-    assert chosen in (8, 16, 32, 64, 128)
+    model = Timed(per_call=0.003, per_input=0.0001)  # bigger batches are always cheaper per input here
+    inputs = torch.rand(1000, 3, 4, 4)
+    scores = ModelAdapter(model).evaluate(1000, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    torch.testing.assert_close(scores, inputs.reshape(1000, -1)[:, :3], rtol=0, atol=0)
+    # layout probe (2 x 2 batches of 8, discarded), warm-up batch, one timed batch per size, then the best size
+    assert model.sizes[:4] == [8, 8, 8, 8] and model.channels_last[:4] == [False, True, False, True]
+    assert model.sizes[4:10] == [8, 8, 16, 32, 64, 128]
+    assert set(model.sizes[10:-1]) == {128}
+    assert not any(model.channels_last[4:])  # no gain from channels-last: every real batch stays contiguous
     model.sizes.clear()
-    ModelAdapter(model).evaluate(200, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
-    assert set(model.sizes[:-1]) == {chosen}
-    assert len(model.sizes) == math.ceil(200 / chosen)
+    ModelAdapter(model).evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    assert model.sizes == [128, 128, 44]  # remembered for the model: no probe, no trials
+
+
+def test_channels_last_is_chosen_when_faster_and_used_for_every_real_batch() -> None:
+    model = Timed(per_call=0.002, per_input=0.0001, channels_last_factor=0.5)
+    inputs = torch.rand(400, 3, 4, 4)
+    scores = ModelAdapter(model).evaluate(400, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    torch.testing.assert_close(scores, inputs.reshape(400, -1)[:, :3], rtol=0, atol=0)
+    assert all(model.channels_last[4:])
+
+
+def test_a_model_that_views_its_input_keeps_contiguous_batches() -> None:
+    linear = nn.Linear(48, 2)
+    model = lambda batch: linear(batch.view(batch.shape[0], -1))  # noqa: E731 - fails on channels-last input
+    inputs = torch.rand(200, 3, 4, 4)
+    scores = ModelAdapter(model).evaluate(200, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(scores, linear(inputs.view(200, -1)))
 
 
 def test_small_calls_skip_tuning() -> None:
@@ -113,7 +144,9 @@ def test_cancel_check_stops_between_batches() -> None:
 
     with pytest.raises(Cancelled):
         ModelAdapter(model).evaluate(100, lambda a, b: inputs[a:b], input_shape=(3, 8, 8), check_cancel=check)
-    assert model.calls == 2
+    assert (
+        model.calls == 4 + 2
+    )  # the layout probe's four small passes, then two batches before the third check
 
 
 def test_plain_callable_is_accepted() -> None:
@@ -182,6 +215,6 @@ def test_tuning_stops_trying_larger_sizes_once_they_get_slower() -> None:
     model = SlowerInBigBatches()
     inputs = torch.rand(600, 3, 4, 4)
     ModelAdapter(model).evaluate(600, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
-    # warm-up 8, then 8, 16, 32 (much slower per input: no 64 or 128), then 16 again in channels-last
-    assert model.sizes[:5] == [8, 8, 16, 32, 16]
-    assert 64 not in model.sizes and 128 not in model.sizes
+    # layout probe, warm-up 8, then 8, 16, 32 (much slower per input: no 64 or 128), then 16 for the rest
+    assert model.sizes[:8] == [8, 8, 8, 8, 8, 8, 16, 32]
+    assert set(model.sizes[8:-1]) == {16}

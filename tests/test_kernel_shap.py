@@ -350,6 +350,7 @@ def test_tolerance_waits_for_enough_pairs_before_trusting_the_standard_errors() 
 def test_same_seed_same_result_and_seeds_differ() -> None:
     model = make_mlp(12, seed=8)
     x, background = data(12, 3, seed=8)
+    kernel_shap(model, x, background=background, n_samples=600, seed=0)  # a first call tunes the batch plan
     first = kernel_shap(model, x, background=background, n_samples=300, seed=11)
     second = kernel_shap(model, x, background=background, n_samples=300, seed=11)
     other = kernel_shap(model, x, background=background, n_samples=300, seed=12)

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ OUTPUT_SPACES: tuple[str, ...] = ("logits", "probs")
 # per-sample size is remembered: on a 2-core CPU batch 10 beat batch 100 (see shared/recipes/peers.md).
 _CPU_CANDIDATES = (8, 16, 32, 64, 128)
 _CPU_DEFAULT = 32
+# Channels-last is kept only if it is at least this much faster (a smaller gain may be timing noise).
+_LAYOUT_GAIN = 0.9
 # A trial size this much slower per input than the best so far ends the search for larger sizes.
 _SLOWER_STOPS_TRIALS = 1.25
 # Calls smaller than this run at the default size without starting the timing trials.
@@ -39,7 +41,7 @@ _ACCELERATOR_START = {"forward": 512, "gradient": 256}
 
 # Tuned batch plans, per model, per (purpose, input shape without batch, device).
 # Weak keys: forgetting a model frees it.
-_tuned: weakref.WeakKeyDictionary[object, dict[tuple, Plan]] = weakref.WeakKeyDictionary()
+_tuned: weakref.WeakKeyDictionary[object, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
 class Cancelled(Exception):
@@ -84,19 +86,17 @@ def _first_tensor(model: object) -> torch.Tensor | None:
 
 
 class _Tuning:
-    """Timing trials of batch plans on a CPU, carried across calls (progressive methods evaluate in chunks).
+    """Timing trials of batch sizes on a CPU, carried across calls (progressive methods evaluate in chunks).
 
     One warm-up batch first (a model's first batches are slow), then one timed full batch per candidate size,
     smallest first, stopping early once a size runs clearly slower per input than the best so far (the time per
-    input is U-shaped in the batch size, and a big model's large trial batches are expensive), then, for images,
-    the fastest size again in channels-last layout; :attr:`best` is set when all are done.
+    input is U-shaped in the batch size, and a big model's large trial batches are expensive); :attr:`best` is
+    set when the trials are done. Trials are real work: on a CPU a sample's scores do not depend on the batch
+    size, so the results are the same as with any fixed size.
     """
 
-    def __init__(self, images: bool) -> None:
-        self.pending: list[Plan] = [(_CPU_CANDIDATES[0], _CONTIGUOUS)] + [
-            (s, _CONTIGUOUS) for s in _CPU_CANDIDATES
-        ]
-        self.layout_due = images
+    def __init__(self, layout: torch.memory_format) -> None:
+        self.pending: list[Plan] = [(size, layout) for size in (_CPU_CANDIDATES[0], *_CPU_CANDIDATES)]
         self.warmed_up = False
         self.seconds_per_input: dict[Plan, float] = {}
         self.best: Plan | None = None
@@ -110,11 +110,8 @@ class _Tuning:
         self.seconds_per_input[plan] = seconds / plan[0]
         fastest = min(self.seconds_per_input, key=self.seconds_per_input.__getitem__)
         if self.seconds_per_input[plan] > _SLOWER_STOPS_TRIALS * self.seconds_per_input[fastest]:
-            self.pending = [pending for pending in self.pending if pending[1] != _CONTIGUOUS]
-        if not self.pending and self.layout_due:
-            self.layout_due = False
-            self.pending.append((fastest[0], torch.channels_last))
-        elif not self.pending:
+            self.pending = []
+        if not self.pending:
             self.best = fastest
 
 
@@ -123,6 +120,12 @@ class ModelAdapter:
 
     ``model`` is an ``nn.Module`` or any callable mapping a batch ``(N, ...)`` to scores ``(N, K)``.
     ``device`` defaults to the device of the model's first parameter (CPU for plain callables).
+
+    Reproducibility: on a CPU the first large call times batch sizes and memory layouts on its real work, and a
+    sample's scores can differ in the last bits between batch sizes (matrix kernels treat batch tails
+    differently). So a seed gives bit-identical results from the second call on, and equal ones to float
+    rounding on the first. ``batch_size`` fixes the batch size (contiguous layout, no timing at all) for
+    results that are bit-identical in every call and every process.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class ModelAdapter:
         *,
         output: OutputSpace = "logits",
         device: torch.device | str | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if not callable(model):
             raise TypeError(
@@ -149,7 +153,12 @@ class ModelAdapter:
         self.dtype = anchor.dtype if anchor is not None and anchor.is_floating_point() else torch.float32
         self.n_evals = 0
         self.n_calls = 0
-        self._plans: dict[tuple, Plan] = {}
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer or None (tuned), got {batch_size!r}")
+        self.batch_size = batch_size
+        self._plans: dict[tuple, Any] = {}
         self._tuning: dict[tuple, _Tuning] = {}
         # (source tensor kept alive, its identity key, model-ready copy, scores): f(x) is computed once per input.
         self._cached: tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor | None] | None = None
@@ -236,6 +245,8 @@ class ModelAdapter:
             outputs.append(self.forward(make_batch(start, stop).contiguous(memory_format=layout)))
 
         with self.session(), torch.inference_mode():
+            if n >= _MIN_TUNING_CALL and self.batch_size is None:
+                self._choose_layout(input_shape, lambda: make_batch(0, _CPU_CANDIDATES[0]))
             self.run_batched(n, step, input_shape=input_shape, check_cancel=check_cancel)
         if not outputs:
             raise ValueError("nothing to evaluate: n must be at least 1")
@@ -257,21 +268,25 @@ class ModelAdapter:
         Work is done one batch at a time so memory stays bounded whatever ``n`` is. The plan is tuned per model,
         ``purpose`` (gradient passes keep activations, so they fit fewer inputs than plain forwards) and input
         shape, and remembered: on an accelerator it starts large and halves on out-of-memory (the failed batch is
-        retried); on a CPU the first large call times a few sizes on its real work (after one warm-up batch),
-        then the best size in channels-last layout for images (on a CPU that alone ran the same convolutions up
-        to 1.7x faster here), and keeps the fastest. ``batch_size`` fixes the starting size.
+        retried); on a CPU the first large call times a few sizes on its real work (after one warm-up batch) and
+        keeps the fastest. The layout is the one :meth:`evaluate` chose for these inputs (contiguous until then).
+        ``batch_size`` fixes the starting size.
         ``check_cancel`` is called between batches and may raise :class:`Cancelled`.
         """
         key = (purpose, tuple(input_shape), str(self.device))
-        plan = self._known_plan(key) if batch_size is None else (batch_size, _CONTIGUOUS)
+        batch_size = batch_size if batch_size is not None else self.batch_size
+        layout = (
+            _CONTIGUOUS if self.batch_size is not None else self._known(("layout", *key[1:])) or _CONTIGUOUS
+        )
+        plan = self._known(key) if batch_size is None else (batch_size, layout)
         tuning = self._tuning.get(key) if plan is None else None
         if plan is None and tuning is None and self.device.type == "cpu" and n >= _MIN_TUNING_CALL:
-            tuning = self._tuning[key] = _Tuning(images=len(input_shape) == 3)
+            tuning = self._tuning[key] = _Tuning(layout)
         if plan is None and tuning is None:
             default = (
                 min(n, _CPU_DEFAULT) if self.device.type == "cpu" else _ACCELERATOR_START.get(purpose, 256)
             )
-            plan = (default, _CONTIGUOUS)
+            plan = (default, layout)
         start = 0
         while start < n:
             if check_cancel is not None:
@@ -298,7 +313,34 @@ class ModelAdapter:
                     self._remember(key, plan)
             start = stop
 
-    def _known_plan(self, key: tuple) -> Plan | None:
+    def _choose_layout(self, input_shape: tuple[int, ...], sample: Callable[[], torch.Tensor]) -> None:
+        """Pick the memory layout for batches of images on a CPU, once per model and input shape.
+
+        Channels-last ran the same convolutions up to 1.7x faster on this project's 2-core CPU, but not for
+        every model, and a model that calls ``.view`` on its input fails with it. A small batch runs twice in
+        each layout (outputs discarded) before any real work, so every real batch of a computation uses the same
+        layout and a seed gives bit-identical results from the first call on.
+        """
+        key = ("layout", tuple(input_shape), str(self.device))
+        if self._known(key) is not None:
+            return
+        layout = _CONTIGUOUS
+        if self.device.type == "cpu" and len(input_shape) == 3:
+            batch = sample()
+            best: dict[torch.memory_format, float] = {}
+            try:
+                for candidate in (_CONTIGUOUS, torch.channels_last, _CONTIGUOUS, torch.channels_last):
+                    began = time.perf_counter()
+                    self.model(batch.contiguous(memory_format=candidate))
+                    spent = time.perf_counter() - began
+                    best[candidate] = min(best.get(candidate, spent), spent)
+            except RuntimeError as error:  # e.g. a model that views its input as a flat vector
+                logger.info("channels-last input not supported by this model (%s); keeping contiguous", error)
+            if len(best) == 2 and best[torch.channels_last] < _LAYOUT_GAIN * best[_CONTIGUOUS]:
+                layout = torch.channels_last
+        self._remember(key, layout)
+
+    def _known(self, key: tuple) -> Any:
         if key in self._plans:
             return self._plans[key]
         try:
@@ -306,8 +348,9 @@ class ModelAdapter:
         except TypeError:  # a callable that cannot be weakly referenced
             return None
 
-    def _remember(self, key: tuple, plan: Plan) -> None:
+    def _remember(self, key: tuple, value: Any) -> None:
+        """Keep a tuned plan or layout for this model (also for later adapters over the same model)."""
         self._tuning.pop(key, None)
-        self._plans[key] = plan
+        self._plans[key] = value
         with suppress(TypeError):
-            _tuned.setdefault(self.model, {})[key] = plan
+            _tuned.setdefault(self.model, {})[key] = value

@@ -70,9 +70,9 @@ def as_adapter(
 ) -> ModelAdapter:
     """Reuse an adapter (a widget keeps one, with its cached f(x)) or wrap a model in a new one."""
     if isinstance(model, ModelAdapter):
-        return (
-            model if model.output == output else ModelAdapter(model.model, output=output, device=model.device)
-        )
+        if model.output == output:
+            return model
+        return ModelAdapter(model.model, output=output, device=model.device, batch_size=model.batch_size)
     return ModelAdapter(model, output=output)
 
 

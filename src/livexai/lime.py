@@ -148,7 +148,8 @@ def iter_lime(
         and the all-on mask (lime's image default 0.25; used for rows too).
     alpha: ridge penalty of the surrogate (lime: ``Ridge(alpha=1)`` with an intercept).
     output: ``"logits"`` or ``"probs"`` (softmax), the space the surrogate is fitted in.
-    seed: seeds the mask generator on the input's device; the same seed gives the same result.
+    seed: seeds the mask generator on the input's device; the same seed gives the same result (bit-identical
+        once the adapter has tuned its CPU batch plan, or always with ``ModelAdapter(model, batch_size=...)``).
     chunk_size: samples between refits (rounded up to whole model batches once the batch size is known).
     tol: stop early once ``max(stderr) / (max(weights) - min(weights)) < tol``; the evaluations saved are in
         ``params["n_evals_saved"]``. Checked only from ``4 M`` samples on, where the standard errors settle.

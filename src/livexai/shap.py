@@ -151,7 +151,8 @@ def iter_kernel_shap(
     tol: stop early once ``max(stderr) / (max(values) - min(values)) < tol`` (Covert & Lee use 0.01);
         ``params["n_evals_saved"]`` counts the evaluations skipped. Checked only from ``8 M`` coalition pairs
         on: below that the standard errors are too small (measured in ``benchmarks/RESULTS.md``).
-    seed: seeds the coalition sampler on the input's device; the same seed gives the same result.
+    seed: seeds the coalition sampler on the input's device; the same seed gives the same result (bit-identical
+        once the adapter has tuned its CPU batch plan, or always with ``ModelAdapter(model, batch_size=...)``).
     check_cancel: called between model batches; may raise :class:`livexai.Cancelled`.
     every_chunk: refit and yield after every chunk (False: only the final result, fitted once, as
         :func:`kernel_shap` does; the chunks still stop early with ``tol``).
