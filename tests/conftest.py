@@ -140,6 +140,31 @@ def hook_count(model: nn.Module) -> int:
     )
 
 
+class Tokens(nn.Module):
+    """(N, D, h, w) -> (N, h*w, D), the rearrangement a ViT's patch embedding ends with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+
+class TinyViT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.tokens = Tokens()
+        self.mixer = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tokens(self.patch(x))
+        t = t + self.mixer(t)
+        return self.head(t.mean(1))
+
+
+class Boom(RuntimeError):
+    """The error a test model raises mid-forward, to check that no hook is left behind."""
+
+
 def grid_segments(height: int, width: int, rows: int, cols: int) -> torch.Tensor:
     """``(H, W)`` labels of a ``rows x cols`` grid, built here so tests do not depend on the segmentation module."""
     row_of = torch.arange(height) * rows // height

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_unchanged, snapshot
+from conftest import CountingModel, assert_unchanged, snapshot
 from torch import nn
 
 from livexai._adapter import Cancelled, ModelAdapter, eval_mode
@@ -22,19 +22,6 @@ def small_cnn(n_classes: int = 4) -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, n_classes),
     )
-
-
-class CountingModel(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.calls = 0
-        self.sizes: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        self.sizes.append(x.shape[0])
-        return self.inner(x)
 
 
 def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> None:

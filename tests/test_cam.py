@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
-from conftest import SmallResNet, assert_unchanged, hook_count, randomise_batchnorm, snapshot
+from conftest import Boom, SmallResNet, TinyViT, assert_unchanged, hook_count, randomise_batchnorm, snapshot
 from torch import nn
 
 from livexai._adapter import ModelAdapter
@@ -33,29 +33,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.features(x)).flatten(1))
-
-
-class Tokens(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).transpose(1, 2)
-
-
-class TinyViT(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.patch = nn.Conv2d(3, 8, 4, stride=4)
-        self.tokens = Tokens()
-        self.mixer = nn.Sequential(nn.Linear(8, 8), nn.GELU())
-        self.head = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.tokens(self.patch(x))
-        t = t + self.mixer(t)
-        return self.head(t.mean(1))
-
-
-class Boom(RuntimeError):
-    pass
 
 
 class ExplodesAfterFeatures(SmallCNN):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SmallResNet, hook_count, randomise_batchnorm
+from conftest import Boom, SmallResNet, TinyViT, hook_count, randomise_batchnorm
 from torch import nn
 
 from livexai.layers import (
@@ -30,31 +30,6 @@ class HeadFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.body(x)).flatten(1))
-
-
-class Tokens(nn.Module):
-    """(N, D, h, w) -> (N, h*w, D), the rearrangement a ViT's patch embedding ends with."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).transpose(1, 2)
-
-
-class TinyViT(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.patch = nn.Conv2d(3, 8, 4, stride=4)
-        self.tokens = Tokens()
-        self.mixer = nn.Sequential(nn.Linear(8, 8), nn.GELU())
-        self.head = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.tokens(self.patch(x))
-        t = t + self.mixer(t)
-        return self.head(t.mean(1))
-
-
-class Boom(RuntimeError):
-    pass
 
 
 class Exploding(nn.Module):
