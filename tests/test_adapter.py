@@ -81,9 +81,15 @@ def test_channels_last_is_chosen_when_faster_and_used_for_every_real_batch() -> 
     assert all(model.channels_last[4:])
 
 
-def test_a_model_that_views_its_input_keeps_contiguous_batches() -> None:
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])
+def test_a_model_that_rejects_channels_last_keeps_contiguous_batches(error: type) -> None:
     linear = nn.Linear(48, 2)
-    model = lambda batch: linear(batch.view(batch.shape[0], -1))  # noqa: E731 - fails on channels-last input
+
+    def model(batch: torch.Tensor) -> torch.Tensor:
+        if not batch.is_contiguous():
+            raise error("this model only takes contiguous input")  # as .view() does, or a custom check
+        return linear(batch.view(batch.shape[0], -1))
+
     inputs = torch.rand(200, 3, 4, 4)
     scores = ModelAdapter(model).evaluate(200, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
     with torch.no_grad():

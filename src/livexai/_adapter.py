@@ -328,14 +328,21 @@ class ModelAdapter:
         if self.device.type == "cpu" and len(input_shape) == 3:
             batch = sample()
             best: dict[torch.memory_format, float] = {}
-            try:
-                for candidate in (_CONTIGUOUS, torch.channels_last, _CONTIGUOUS, torch.channels_last):
-                    began = time.perf_counter()
+            for candidate in (_CONTIGUOUS, torch.channels_last, _CONTIGUOUS, torch.channels_last):
+                began = time.perf_counter()
+                try:
                     self.model(batch.contiguous(memory_format=candidate))
-                    spent = time.perf_counter() - began
-                    best[candidate] = min(best.get(candidate, spent), spent)
-            except RuntimeError as error:  # e.g. a model that views its input as a flat vector
-                logger.info("channels-last input not supported by this model (%s); keeping contiguous", error)
+                except Exception as error:
+                    if candidate == _CONTIGUOUS:
+                        raise  # the model fails on plain input: real work would fail the same way
+                    # e.g. a model that views its input as a flat vector
+                    logger.info(
+                        "channels-last input not supported by this model (%s); keeping contiguous", error
+                    )
+                    best.pop(torch.channels_last, None)
+                    break
+                spent = time.perf_counter() - began
+                best[candidate] = min(best.get(candidate, spent), spent)
             if len(best) == 2 and best[torch.channels_last] < _LAYOUT_GAIN * best[_CONTIGUOUS]:
                 layout = torch.channels_last
         self._remember(key, layout)
