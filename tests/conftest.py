@@ -198,6 +198,19 @@ def assert_unchanged(before: dict, after: dict) -> None:
 
 
 @pytest.fixture
+def resnet() -> SmallResNet:
+    """A small ResNet (shared in-place ReLU, shortcuts) with non-trivial batch-norm statistics."""
+    torch.manual_seed(0)
+    return randomise_batchnorm(SmallResNet())
+
+
+@pytest.fixture
+def image() -> torch.Tensor:
+    """A seeded (3, 16, 16) input for the layer and Grad-CAM tests."""
+    return torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture
 def single_thread():
     """Tiny tensors run fastest on one thread; on a loaded shared CPU two OpenMP threads were many times slower."""
     threads = torch.get_num_threads()

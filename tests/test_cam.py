@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
-from conftest import Boom, SmallResNet, TinyViT, assert_unchanged, hook_count, randomise_batchnorm, snapshot
+from conftest import Boom, SmallResNet, TinyViT, assert_unchanged, hook_count, snapshot
 from torch import nn
 
 from livexai._adapter import ModelAdapter
@@ -72,17 +72,6 @@ def grad_cam_plus_plus_reference(activation: np.ndarray, grads: np.ndarray) -> n
 def cnn() -> SmallCNN:
     torch.manual_seed(0)
     return SmallCNN()
-
-
-@pytest.fixture
-def resnet() -> SmallResNet:
-    torch.manual_seed(0)
-    return randomise_batchnorm(SmallResNet())
-
-
-@pytest.fixture
-def image() -> torch.Tensor:
-    return torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
 
 
 # -- agreement with Captum -----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Boom, SmallResNet, TinyViT, hook_count, randomise_batchnorm
+from conftest import Boom, SmallResNet, TinyViT, hook_count
 from torch import nn
 
 from livexai.layers import (
@@ -43,17 +43,6 @@ class Exploding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.conv(x)
         raise Boom("mid-forward failure")
-
-
-@pytest.fixture
-def resnet() -> SmallResNet:
-    torch.manual_seed(0)
-    return randomise_batchnorm(SmallResNet())
-
-
-@pytest.fixture
-def image() -> torch.Tensor:
-    return torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
 
 
 # -- layers() and layer_info() ---------------------------------------------------------------------------------
