@@ -242,19 +242,22 @@ class Bench:
         warm = min(self.s.budget, self.s.tuning_budget if ours else self.s.warmup_budget)
         return self.timed(make(self.s.budget), warmup=make(warm))
 
+    def our_superpixel_row(self, method: Callable[..., Any]) -> Row:
+        """livexai's ``lime`` or ``kernel_shap`` on the shared superpixels, timed as :meth:`sampled` does."""
+
+        def make(samples: int) -> Callable[[], Any]:
+            return lambda: method(
+                self.model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=0
+            )
+
+        timing = self.sampled(make, ours=True)
+        return Row("", "", "", timing, evals=timing.result.n_evals, ours=True)
+
     def lime_rows(self) -> None:
         n = self.s.budget
 
         def ours() -> Row:
-            lime = _ours("lime").lime
-
-            def make(samples: int) -> Callable[[], Any]:
-                return lambda: lime(
-                    self.model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=0
-                )
-
-            timing = self.sampled(make, ours=True)
-            return Row("", "", "", timing, evals=timing.result.n_evals, ours=True)
+            return self.our_superpixel_row(_ours("lime").lime)
 
         self.add("LIME", "livexai", f"{n} samples, {self.k} superpixels, blur baseline", ours)
 
@@ -349,15 +352,7 @@ class Bench:
         n = self.s.budget
 
         def ours() -> Row:
-            kernel_shap = _ours("shap").kernel_shap
-
-            def make(samples: int) -> Callable[[], Any]:
-                return lambda: kernel_shap(
-                    self.model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=0
-                )
-
-            timing = self.sampled(make, ours=True)
-            return Row("", "", "", timing, evals=timing.result.n_evals, ours=True)
+            return self.our_superpixel_row(_ours("shap").kernel_shap)
 
         self.add("KernelSHAP", "livexai", f"{n} samples, {self.k} superpixels, blur baseline", ours)
 
