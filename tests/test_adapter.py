@@ -63,14 +63,24 @@ def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:
     inputs = torch.rand(1000, 3, 4, 4)
     scores = ModelAdapter(model).evaluate(1000, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
     torch.testing.assert_close(scores, inputs.reshape(1000, -1)[:, :3], rtol=0, atol=0)
-    # layout probe (2 x 2 batches of 8, discarded), warm-up batch, one timed batch per size, then the best size
+    # layout probe (2 x 2 batches of 8, discarded); an untimed round of sizes, two timed rounds; the best size
     assert model.sizes[:4] == [8, 8, 8, 8] and model.channels_last[:4] == [False, True, False, True]
-    assert model.sizes[4:10] == [8, 8, 16, 32, 64, 128]
-    assert set(model.sizes[10:-1]) == {128}
+    assert model.sizes[4:19] == [8, 16, 32, 64, 128] * 3
+    assert set(model.sizes[19:-1]) == {128}
     assert not any(model.channels_last[4:])  # no gain from channels-last: every real batch stays contiguous
     model.sizes.clear()
     ModelAdapter(model).evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
     assert model.sizes == [128, 128, 44]  # remembered for the model: no probe, no trials
+
+
+def test_tuning_trials_carry_over_to_the_next_call_on_the_same_model() -> None:
+    model = Timed(per_call=0.003, per_input=0.0001)  # best at 128
+    inputs = torch.rand(300, 3, 4, 4)
+    for _ in range(4):  # each call is shorter than the 15 trial batches (744 inputs)
+        ModelAdapter(model).evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
+    after_probe = model.sizes[4:]
+    assert after_probe.count(8) == 3  # one untimed and two timed batches in all: no call started the trials over
+    assert after_probe[-3:] == [128, 128, 44]
 
 
 def test_channels_last_is_chosen_when_faster_and_used_for_every_real_batch() -> None:
@@ -208,6 +218,7 @@ def test_tuning_stops_trying_larger_sizes_once_they_get_slower() -> None:
     model = SlowerInBigBatches()
     inputs = torch.rand(600, 3, 4, 4)
     ModelAdapter(model).evaluate(600, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
-    # layout probe, warm-up 8, then 8, 16, 32 (much slower per input: no 64 or 128), then 16 for the rest
-    assert model.sizes[:8] == [8, 8, 8, 8, 8, 8, 16, 32]
-    assert set(model.sizes[8:-1]) == {16}
+    # layout probe, an untimed round, then 8, 16, 32 timed: 32 is much slower per input, so the second timed
+    # round skips it and the larger sizes; then 16 for the rest
+    assert model.sizes[:14] == [8] * 4 + [8, 16, 32, 64, 128] + [8, 16, 32] + [8, 16]
+    assert set(model.sizes[14:-1]) == {16}

@@ -403,7 +403,7 @@ def test_clear_errors_for_bad_input() -> None:
 def test_model_calls_are_whole_batches() -> None:
     model = CountingModel(make_mlp(10, seed=11))
     x, background = data(10, 1, seed=11)
-    kernel_shap(model, x, background=background, n_samples=600)  # first call tunes the batch size
+    kernel_shap(model, x, background=background, n_samples=1000)  # first call tunes the batch size
     model.reset()
     result = kernel_shap(model, x, background=background, n_samples=600)
     batch = max(model.sizes)

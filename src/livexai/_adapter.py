@@ -31,6 +31,8 @@ _CPU_DEFAULT = 32
 _LAYOUT_GAIN = 0.9
 # A trial size this much slower per input than the best so far ends the search for larger sizes.
 _SLOWER_STOPS_TRIALS = 1.25
+# Timed rounds over the candidate sizes, after one untimed round; each size's fastest batch counts.
+_TIMED_ROUNDS = 2
 # Calls smaller than this run at the default size without starting the timing trials.
 _MIN_TUNING_CALL = 64
 _CONTIGUOUS = torch.contiguous_format
@@ -39,7 +41,7 @@ Plan = tuple[int, torch.memory_format]
 # First batch size on an accelerator, by purpose: gradient passes keep activations for the backward pass.
 _ACCELERATOR_START = {"forward": 512, "gradient": 256}
 
-# Tuned batch plans, per model, per (purpose, input shape without batch, device).
+# Tuned batch plans and trials in progress, per model, per (purpose, input shape without batch, device).
 # Weak keys: forgetting a model frees it.
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
@@ -88,31 +90,46 @@ def _first_tensor(model: object) -> torch.Tensor | None:
 class _Tuning:
     """Timing trials of batch sizes on a CPU, carried across calls (progressive methods evaluate in chunks).
 
-    One warm-up batch first (a model's first batches are slow), then one timed full batch per candidate size,
-    smallest first, stopping early once a size runs clearly slower per input than the best so far (the time per
-    input is U-shaped in the batch size, and a big model's large trial batches are expensive); :attr:`best` is
-    set when the trials are done. Trials are real work: on a CPU a sample's scores do not depend on the batch
-    size, so the results are the same as with any fixed size.
+    Candidate sizes run in rounds, smallest first: one untimed round, then :data:`_TIMED_ROUNDS` timed ones, and
+    each size keeps its fastest time. The first batches of a new size, and of a new process, are slow for
+    reasons that do not last (kernel set-up, and glibc returning large activation buffers to the system until
+    its allocation threshold has grown): timing them made a good size look 1.5 to 2 times slower than it is.
+    A size that runs clearly slower per input than a smaller one drops itself and all larger sizes from the
+    later rounds (the time per input is U-shaped in the batch size, and a big model's large trial batches are
+    expensive); :attr:`best` is set when the trials are done. Trials are real work: on a CPU a sample's scores
+    do not depend on the batch size, so the results are the same as with any fixed size.
     """
 
     def __init__(self, layout: torch.memory_format) -> None:
-        self.pending: list[Plan] = [(size, layout) for size in (_CPU_CANDIDATES[0], *_CPU_CANDIDATES)]
-        self.warmed_up = False
+        self.pending: list[tuple[Plan, bool]] = [
+            ((size, layout), round_ > 0) for round_ in range(1 + _TIMED_ROUNDS) for size in _CPU_CANDIDATES
+        ]
         self.seconds_per_input: dict[Plan, float] = {}
         self.best: Plan | None = None
 
-    def record(self, plan: Plan, seconds: float) -> None:
-        """Note the time of a full batch run with ``plan`` (the first one only warms up)."""
-        self.pending.pop(0)
-        if not self.warmed_up:
-            self.warmed_up = True
+    @property
+    def next_plan(self) -> Plan:
+        """The plan of the next trial batch (the best one once the trials are over)."""
+        if self.pending:
+            return self.pending[0][0]
+        assert self.best is not None
+        return self.best
+
+    def record(self, seconds: float) -> None:
+        """Note the time of a full batch run with :attr:`next_plan`."""
+        if not self.pending:  # another thread finished the trials meanwhile
             return
-        self.seconds_per_input[plan] = seconds / plan[0]
-        fastest = min(self.seconds_per_input, key=self.seconds_per_input.__getitem__)
-        if self.seconds_per_input[plan] > _SLOWER_STOPS_TRIALS * self.seconds_per_input[fastest]:
+        plan, timed = self.pending.pop(0)
+        if timed:
+            per_input = seconds / plan[0]
+            self.seconds_per_input[plan] = min(self.seconds_per_input.get(plan, per_input), per_input)
+            fastest = min(self.seconds_per_input, key=self.seconds_per_input.__getitem__)
+            slower = self.seconds_per_input[plan] > _SLOWER_STOPS_TRIALS * self.seconds_per_input[fastest]
+            if slower and fastest[0] < plan[0]:  # past the bottom of the U
+                self.pending = [entry for entry in self.pending if entry[0][0] < plan[0]]
+        if not any(timed for _, timed in self.pending):
+            self.best = min(self.seconds_per_input, key=self.seconds_per_input.__getitem__)
             self.pending = []
-        if not self.pending:
-            self.best = fastest
 
 
 class ModelAdapter:
@@ -121,10 +138,10 @@ class ModelAdapter:
     ``model`` is an ``nn.Module`` or any callable mapping a batch ``(N, ...)`` to scores ``(N, K)``.
     ``device`` defaults to the device of the model's first parameter (CPU for plain callables).
 
-    Reproducibility: on a CPU the first large call times batch sizes and memory layouts on its real work, and a
-    sample's scores can differ in the last bits between batch sizes (matrix kernels treat batch tails
-    differently). So a seed gives bit-identical results from the second call on, and equal ones to float
-    rounding on the first. ``batch_size`` fixes the batch size (contiguous layout, no timing at all) for
+    Reproducibility: on a CPU the first calls on a model time batch sizes on their real work (about 750
+    evaluations, carried across calls), and a sample's scores can differ in the last bits between batch sizes
+    (matrix kernels treat batch tails differently). So a seed gives bit-identical results once the trials are
+    done, and equal ones to float rounding before. ``batch_size`` fixes the batch size (contiguous layout, no timing at all) for
     results that are bit-identical in every call and every process.
     """
 
@@ -159,7 +176,6 @@ class ModelAdapter:
             raise ValueError(f"batch_size must be a positive integer or None (tuned), got {batch_size!r}")
         self.batch_size = batch_size
         self._plans: dict[tuple, Any] = {}
-        self._tuning: dict[tuple, _Tuning] = {}
         # (source tensor kept alive, its identity key, model-ready copy, scores): f(x) is computed once per input.
         self._cached: tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor | None] | None = None
 
@@ -268,20 +284,19 @@ class ModelAdapter:
         Work is done one batch at a time so memory stays bounded whatever ``n`` is. The plan is tuned per model,
         ``purpose`` (gradient passes keep activations, so they fit fewer inputs than plain forwards) and input
         shape, and remembered: on an accelerator it starts large and halves on out-of-memory (the failed batch is
-        retried); on a CPU the first large call times a few sizes on its real work (after one warm-up batch) and
-        keeps the fastest. The layout is the one :meth:`evaluate` chose for these inputs (contiguous until then).
+        retried); on a CPU the first large call times a few sizes on its real work (see :class:`_Tuning`) and keeps
+        the fastest. The layout is the one :meth:`evaluate` chose for these inputs (contiguous until then).
         ``batch_size`` fixes the starting size.
         ``check_cancel`` is called between batches and may raise :class:`Cancelled`.
         """
         key = (purpose, tuple(input_shape), str(self.device))
         batch_size = batch_size if batch_size is not None else self.batch_size
-        layout = (
-            _CONTIGUOUS if self.batch_size is not None else self._known(("layout", *key[1:])) or _CONTIGUOUS
-        )
+        layout = self.layout(input_shape)
         plan = self._known(key) if batch_size is None else (batch_size, layout)
-        tuning = self._tuning.get(key) if plan is None else None
+        tuning = self._known(("trials", *key)) if plan is None else None
         if plan is None and tuning is None and self.device.type == "cpu" and n >= _MIN_TUNING_CALL:
-            tuning = self._tuning[key] = _Tuning(layout)
+            tuning = _Tuning(layout)
+            self._remember(("trials", *key), tuning)
         if plan is None and tuning is None:
             default = (
                 min(n, _CPU_DEFAULT) if self.device.type == "cpu" else _ACCELERATOR_START.get(purpose, 256)
@@ -291,7 +306,7 @@ class ModelAdapter:
         while start < n:
             if check_cancel is not None:
                 check_cancel()
-            current = tuning.pending[0] if tuning is not None else plan
+            current = tuning.next_plan if tuning is not None else plan
             assert current is not None
             stop = min(n, start + current[0])
             began = time.perf_counter()
@@ -307,11 +322,18 @@ class ModelAdapter:
                     torch.cuda.empty_cache()
                 continue
             if tuning is not None and stop - start == current[0]:
-                tuning.record(current, time.perf_counter() - began)
+                tuning.record(time.perf_counter() - began)
                 if tuning.best is not None:
                     plan, tuning = tuning.best, None
                     self._remember(key, plan)
             start = stop
+
+    def layout(self, input_shape: tuple[int, ...]) -> torch.memory_format:
+        """The memory layout batches of inputs shaped ``input_shape`` run in: the one :meth:`evaluate` chose for
+        them (contiguous until it has, and always with a fixed ``batch_size``). Inputs built in it need no copy."""
+        if self.batch_size is not None:
+            return _CONTIGUOUS
+        return self._known(("layout", tuple(input_shape), str(self.device))) or _CONTIGUOUS
 
     def _choose_layout(self, input_shape: tuple[int, ...], sample: Callable[[], torch.Tensor]) -> None:
         """Pick the memory layout for batches of images on a CPU, once per model and input shape.
@@ -356,8 +378,10 @@ class ModelAdapter:
             return None
 
     def _remember(self, key: tuple, value: Any) -> None:
-        """Keep a tuned plan or layout for this model (also for later adapters over the same model)."""
-        self._tuning.pop(key, None)
+        """Keep a tuned plan, trials in progress or a layout for this model (also for later adapters over it)."""
+        self._plans.pop(("trials", *key), None)
         self._plans[key] = value
         with suppress(TypeError):
-            _tuned.setdefault(self.model, {})[key] = value
+            shared = _tuned.setdefault(self.model, {})
+            shared.pop(("trials", *key), None)
+            shared[key] = value

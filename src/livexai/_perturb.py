@@ -276,15 +276,20 @@ def _finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def masked_images(
-    masks: torch.Tensor, segments: torch.Tensor, x: torch.Tensor, fill: torch.Tensor
+    masks: torch.Tensor,
+    segments: torch.Tensor,
+    x: torch.Tensor,
+    fill: torch.Tensor,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Images ``(n, C, H, W)``: ``x`` where the superpixel is on in ``masks`` ``(n, K)``, ``fill`` elsewhere.
 
     ``fill`` is ``(1, C, H, W)`` (a baseline) or ``(n, C, H, W)`` (one background image per mask). The masks are
-    expanded to pixels with one gather on the ``(H, W)`` label map.
+    expanded to pixels with one gather on the ``(H, W)`` label map. The images are built directly in ``layout``
+    (the one the model adapter runs them in): converting them afterwards cost as much as building them.
     """
     pixels = masks[:, segments].unsqueeze(1)  # (n, 1, H, W)
-    return torch.where(pixels, x, fill)
+    return torch.where(pixels, x.contiguous(memory_format=layout), fill.contiguous(memory_format=layout))
 
 
 def masked_rows(masks: torch.Tensor, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -543,12 +548,20 @@ class FeatureSpace:
     n_features: int
     fill: torch.Tensor
 
-    def inputs(self, masks: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
-        """Inputs ``(n, ...)`` for masks ``(n, M)``; ``which`` ``(n,)`` picks each one's fill (default: the first)."""
+    def inputs(
+        self,
+        masks: torch.Tensor,
+        which: torch.Tensor | None = None,
+        layout: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
+        """Inputs ``(n, ...)`` for masks ``(n, M)``; ``which`` ``(n,)`` picks each one's fill (default: the first).
+
+        Images come in memory ``layout``; rows ignore it.
+        """
         fill = self.fill[:1] if which is None else self.fill[which]
         if self.segments is None:
             return masked_rows(masks, self.x, fill)
-        return masked_images(masks, self.segments, self.x, fill)
+        return masked_images(masks, self.segments, self.x, fill, layout)
 
     def paint(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values ``(M,)`` as attributions: painted on the superpixels ``(H, W)``, or ``(F,)`` as is."""

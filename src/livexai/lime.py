@@ -200,8 +200,11 @@ def iter_lime(
     kernel = lime_kernel(masks, kernel_width)
     answers = torch.empty(n_samples, dtype=solve_dtype(call.x.device), device=call.x.device)
 
+    input_shape = tuple(call.x.shape[1:])
+
     def make_batch(start: int, stop: int) -> torch.Tensor:
-        return space.inputs(masks[start:stop], None if which is None else which[start:stop])
+        layout = call.adapter.layout(input_shape)
+        return space.inputs(masks[start:stop], None if which is None else which[start:stop], layout)
 
     params = {
         "n_samples": n_samples,
@@ -220,7 +223,7 @@ def iter_lime(
         call.adapter,
         n_samples,
         make_batch,
-        input_shape=tuple(call.x.shape[1:]),
+        input_shape=input_shape,
         chunk_size=chunk_size,
         check_cancel=check_cancel,
     ):

@@ -191,7 +191,8 @@ def iter_kernel_shap(
     n_pairs = design.units.shape[0]
     n_fill = space.fill.shape[0]
     units = design.units
-    make_batch = _coalition_inputs(space, units)
+    input_shape = tuple(call.x.shape[1:])
+    make_batch = _coalition_inputs(space, units, lambda: call.adapter.layout(input_shape))
     dtype = solve_dtype(call.x.device)
     values = torch.empty(1 + 2 * n_pairs, dtype=dtype, device=call.x.device)
     prediction = call.scores[0, call.target].to(dtype)
@@ -214,7 +215,7 @@ def iter_kernel_shap(
         call.adapter,
         1 + 2 * n_pairs,
         make_batch,
-        input_shape=tuple(call.x.shape[1:]),
+        input_shape=input_shape,
         chunk_size=chunk_size,
         evals_per_item=n_fill,
         first=1,
@@ -279,9 +280,11 @@ def _budget(m: int, n_samples: int | None) -> int:
     return min(budget, 2**m - 2) if m <= _ENUMERABLE_FEATURES else budget
 
 
-def _coalition_inputs(space: FeatureSpace, units: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+def _coalition_inputs(
+    space: FeatureSpace, units: torch.Tensor, layout: Callable[[], torch.memory_format]
+) -> Callable[[int, int], torch.Tensor]:
     """``make_batch(start, stop)`` over the flat evaluation sequence: the empty coalition, then each planned pair
-    (a coalition and its complement), each coalition once per background row."""
+    (a coalition and its complement), each coalition once per background row; images in memory ``layout()``."""
     n_fill, n_pairs, m = space.fill.shape[0], units.shape[0], space.n_features
 
     def make_batch(start: int, stop: int) -> torch.Tensor:
@@ -293,7 +296,7 @@ def _coalition_inputs(space: FeatureSpace, units: torch.Tensor) -> Callable[[int
             masks = torch.zeros(stop - start, m, dtype=torch.bool, device=units.device)
         masks = masks ^ ((item - 1) % 2 == 1)[:, None]  # the second coalition of a pair is the complement
         masks = masks & (item > 0)[:, None]  # item 0 is the empty coalition
-        return space.inputs(masks, which)
+        return space.inputs(masks, which, layout())
 
     return make_batch
 
