@@ -61,12 +61,16 @@ def eval_mode(model: object) -> Iterator[None]:
         yield
         return
     flags = [(module, module.training) for module in model.modules()]
+    if not any(flag for _, flag in flags):  # already in eval mode, as usual: nothing to switch (and it is fast)
+        yield
+        return
     model.eval()
     try:
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
 
 
 def _identity(x: torch.Tensor) -> tuple:

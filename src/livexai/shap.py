@@ -296,7 +296,7 @@ def _coalition_inputs(
             masks = torch.zeros(stop - start, m, dtype=torch.bool, device=units.device)
         masks = masks ^ ((item - 1) % 2 == 1)[:, None]  # the second coalition of a pair is the complement
         masks = masks & (item > 0)[:, None]  # item 0 is the empty coalition
-        return space.inputs(masks, which, layout())
+        return space.inputs(masks, which if n_fill > 1 else None, layout())  # None: one fill, no gather
 
     return make_batch
 
