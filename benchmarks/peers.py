@@ -242,16 +242,43 @@ class Bench:
         warm = min(self.s.budget, self.s.tuning_budget if ours else self.s.warmup_budget)
         return self.timed(make(self.s.budget), warmup=make(warm))
 
-    def our_superpixel_row(self, method: Callable[..., Any]) -> Row:
-        """livexai's ``lime`` or ``kernel_shap`` on the shared superpixels, timed as :meth:`sampled` does."""
+    def our_superpixel_row(self, method: Callable[..., Any], autocast: torch.dtype | None = None) -> Row:
+        """livexai's ``lime`` or ``kernel_shap`` on the shared superpixels, timed as :meth:`sampled` does;
+        with ``autocast``, its forward passes run in that reduced precision."""
+        from livexai import ModelAdapter
 
-        def make(samples: int) -> Callable[[], Any]:
+        model = self.model if autocast is None else ModelAdapter(self.model, autocast=autocast)
+
+        def make(samples: int, seed: int = 0) -> Callable[[], Any]:
             return lambda: method(
-                self.model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=0
+                model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=seed
             )
 
         timing = self.sampled(make, ours=True)
-        return Row("", "", "", timing, evals=timing.result.n_evals, ours=True)
+        return Row("", "", "", timing, evals=timing.result.n_evals, ours=autocast is None)
+
+    def reduced_precision_row(self, group: str, method: Callable[..., Any]) -> Row:
+        """livexai in bfloat16 autocast, with the error it introduces: its weights against the float32 run of the
+        same seed, set beside the sampling noise (the float32 weights of another seed)."""
+        from livexai.metrics import rank_correlation
+
+        full = next(row for row in reversed(self.rows) if row.group == group and row.ours and row.timing)
+        reference = full.timing.result.weights
+        row = self.our_superpixel_row(method, torch.bfloat16)
+        other_seed = method(
+            self.model, self.x, target=self.target, segments=self.segments, n_samples=self.s.budget, seed=1
+        ).weights
+        scale = float(reference.abs().max())
+
+        def gap(weights: torch.Tensor) -> str:
+            return f"{float((weights - reference).abs().max()) / scale:.1%}"
+
+        row.note = (
+            f"weights vs the float32 run of the same seed: max gap {gap(row.timing.result.weights)} of the largest "
+            f"weight, Spearman {rank_correlation(row.timing.result.weights, reference):.3f}; another seed in "
+            f"float32: {gap(other_seed)}, Spearman {rank_correlation(other_seed, reference):.3f}"
+        )
+        return row
 
     def lime_rows(self) -> None:
         n = self.s.budget
@@ -260,6 +287,12 @@ class Bench:
             return self.our_superpixel_row(_ours("lime").lime)
 
         self.add("LIME", "livexai", f"{n} samples, {self.k} superpixels, blur baseline", ours)
+        self.add(
+            "LIME",
+            "livexai, bf16 autocast",
+            "as above, ModelAdapter(model, autocast=torch.bfloat16)",
+            lambda: self.reduced_precision_row("LIME", _ours("lime").lime),
+        )
 
         image = self.x.permute(1, 2, 0).cpu().numpy().astype(np.float64)
 
@@ -355,6 +388,12 @@ class Bench:
             return self.our_superpixel_row(_ours("shap").kernel_shap)
 
         self.add("KernelSHAP", "livexai", f"{n} samples, {self.k} superpixels, blur baseline", ours)
+        self.add(
+            "KernelSHAP",
+            "livexai, bf16 autocast",
+            "as above, ModelAdapter(model, autocast=torch.bfloat16)",
+            lambda: self.reduced_precision_row("KernelSHAP", _ours("shap").kernel_shap),
+        )
 
         def shap_peer() -> Row:
             import shap

@@ -56,13 +56,18 @@ class PreparedCall:
             target=self.target,
             attributions=attributions.detach().to("cpu", torch.float32),
             prediction=self.prediction,
-            params={"output": self.adapter.output, **params},
+            params={"output": self.adapter.output, **self._precision(), **params},
             n_evals=self.adapter.n_evals - self.evals_before,
             elapsed_s=time.perf_counter() - self.started,
             image=self.image,
             feature_names=self.feature_names,
             **cpu,
         )
+
+    def _precision(self) -> dict[str, str]:
+        """``{"autocast": "bfloat16"}`` when the forward passes ran in reduced precision, so a result says so."""
+        dtype = self.adapter.autocast
+        return {} if dtype is None else {"autocast": str(dtype).removeprefix("torch.")}
 
 
 def as_adapter(
@@ -72,7 +77,13 @@ def as_adapter(
     if isinstance(model, ModelAdapter):
         if model.output == output:
             return model
-        return ModelAdapter(model.model, output=output, device=model.device, batch_size=model.batch_size)
+        return ModelAdapter(
+            model.model,
+            output=output,
+            device=model.device,
+            batch_size=model.batch_size,
+            autocast=model.autocast,
+        )
     return ModelAdapter(model, output=output)
 
 
