@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
 import os
 import platform
@@ -39,8 +40,41 @@ SECTIONS = {
         "on a machine with a CUDA GPU.\n"
     ),
     "accuracy": "## KernelSHAP accuracy\n\nNot yet measured: run `python -m benchmarks.accuracy`.\n",
-    "latency": "## Widget latency\n\nNot yet measured: run `python -m benchmarks.latency`.\n",
+    "latency": "## Widget latency: CPU\n\nNot yet measured: run `python -m benchmarks.latency`.\n",
+    "latency-cuda": (
+        "## Widget latency: GPU\n\nNot yet measured: run `python -m benchmarks.latency --device cuda` on a machine "
+        "with a CUDA GPU.\n"
+    ),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory allocator
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_allocator = "the system default"
+
+
+def steady_allocator() -> None:
+    """Keep freed activation buffers in the process (glibc only), so timings do not swing by 2x.
+
+    By default glibc serves large blocks with mmap and hands them back on free, raising that threshold only as
+    larger blocks come and go; every torch CPU forward pass then pays page faults for its activations until
+    the threshold has grown past them, and never once they are over 32 MB. Measured here: the same batch ran
+    at 0.14 or 0.29 ms per image depending on what ran before. Fixing the thresholds at 1 GiB (what
+    ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` do at start-up) removes that for every
+    implementation in the process alike.
+    """
+    global _allocator
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    if libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30):
+        _allocator = "glibc with mmap and trim thresholds fixed at 1 GiB (see README.md)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,9 +171,14 @@ def cpu_model() -> str:
 
 
 def version(package: str) -> str:
+    """``package``'s installed version; for livexai run from a source tree (the GPU kit), its ``__version__``."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
+        if package == "livexai":
+            import livexai
+
+            return f"{livexai.__version__} (source tree)"
         return "not installed"
 
 
@@ -152,7 +191,8 @@ def machine_lines(device: torch.device | str = "cpu", peers: tuple[str, ...] = (
     """Markdown bullet lines describing where and with what the numbers were measured."""
     lines = [
         f"- Date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, torch threads: {torch.get_num_threads()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, torch threads: {torch.get_num_threads()}; "
+        f"memory allocator: {_allocator}",
     ]
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")

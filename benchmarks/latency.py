@@ -2,6 +2,7 @@
 
     python -m benchmarks.latency                 # small CNN (64x64) and ResNet-18 (224x224), CPU
     python -m benchmarks.latency --quick         # smoke run: small CNN, 200 LIME samples, one repeat
+    python -m benchmarks.latency --device cuda   # GPU: adds ResNet-50 (224x224); writes the GPU section
 
 Headless: the widgets are built in plain Python (no kernel, no browser), so the time runs from setting a trait
 (what a slider does) through the observer, the shared runner's worker thread and the method, to the moment the
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._common import command_line, machine_lines, markdown_table, write_section
+from ._common import command_line, machine_lines, markdown_table, steady_allocator, write_section
 from ._models import make_case
 
 TIMEOUT_S = 300.0
@@ -162,10 +163,10 @@ def cam_changes(layers: tuple[str, ...], n_classes: int, target: int) -> list[Ch
     return changes
 
 
-def benchmark(name: str, n_samples: int, repeats: int) -> list[list[str]]:
+def benchmark(name: str, n_samples: int, repeats: int, device: torch.device) -> list[list[str]]:
     from livexai.widgets import LayerWidget, LimeWidget
 
-    case = make_case(name)
+    case = make_case(name, device)
     with torch.inference_mode():
         scores = case.model(case.x[None])
     target, n_classes = int(scores.argmax()), int(scores.shape[1])
@@ -176,7 +177,7 @@ def benchmark(name: str, n_samples: int, repeats: int) -> list[list[str]]:
     widget = LimeWidget(case.model, case.x, n_samples=n_samples, n_segments=50, target=target)
     widget.wait(TIMEOUT_S)
     created = time.perf_counter() - began
-    changes = lime_changes(n_classes, target, short=name != "small")
+    changes = lime_changes(n_classes, target, short=name != "small" and device.type == "cpu")
     run_changes(widget, changes, repeats)
     rows += _rows(name, f"LIME, {n_samples} samples", created, changes)
     widget.close()
@@ -213,6 +214,7 @@ def _rows(model: str, what: str, created: float, changes: list[Change]) -> list[
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="smoke run: small CNN, 200 samples, one repeat")
     parser.add_argument("--models", default=None, help="comma-separated, from small,resnet18,resnet50")
     parser.add_argument("--samples", type=int, default=None, help="LIME samples (1000)")
@@ -221,10 +223,20 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone (see README.md)"
+    )
     args = parser.parse_args(argv)
+    if not args.default_malloc:
+        steady_allocator()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    names = (args.models or ("small" if args.quick else "small,resnet18")).split(",")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+    on_gpu = device.type == "cuda"
+    default_models = "small" if args.quick else ("small,resnet18,resnet50" if on_gpu else "small,resnet18")
+    names = (args.models or default_models).split(",")
     n_samples = args.samples or (200 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
     try:
@@ -236,18 +248,20 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     rows = []
     for name in names:
-        # One repeat on the large models: a 1000-sample LIME on ResNet-18 takes tens of seconds on a CPU.
-        rows += benchmark(name.strip(), n_samples, repeats if name.strip() == "small" else min(repeats, 1))
+        # One repeat on the large models on a CPU: a 1000-sample LIME on ResNet-18 takes tens of seconds there.
+        times = repeats if name.strip() == "small" or on_gpu else min(repeats, 1)
+        rows += benchmark(name.strip(), n_samples, times, device)
     header = ["model", "widget", "change", "first map (ms)", "final map (ms)", "partial updates", "evals"]
     text = "\n".join(
         [
-            "## Widget latency",
+            f"## Widget latency: {'GPU' if on_gpu else 'CPU'}",
             "",
-            *machine_lines("cpu"),
+            *machine_lines(device),
             f"- Command: `{command_line('latency', argv)}` ({(time.perf_counter() - began) / 60:.1f} min in all)",
             f"- Headless (no kernel, no browser): from setting the trait to the widget's `panels` holding the first "
-            f"map and its `status` back to idle; median of {repeats} repeat(s) on the small CNN, 1 on larger "
-            "models. Partial maps are throttled to 10 per second. Grad-CAM does not stream: first = final.",
+            f"map and its `status` back to idle; median of {repeats} repeat(s)"
+            + ("" if on_gpu else " on the small CNN, 1 on larger models")
+            + ". Partial maps are throttled to 10 per second. Grad-CAM does not stream: first = final.",
             "",
             markdown_table(header, rows),
         ]
@@ -258,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick or args.no_write:
         print("(not written to RESULTS.md: quick or --no-write run)")
     else:
-        write_section("latency", text)
+        write_section("latency-cuda" if on_gpu else "latency", text)
         print("written to benchmarks/RESULTS.md")
 
 

@@ -33,6 +33,7 @@ from ._common import (
     markdown_table,
     measure,
     quiet_peers,
+    steady_allocator,
     synchronize,
     write_section,
 )
@@ -723,11 +724,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone (see README.md)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not args.default_malloc:
+        steady_allocator()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA GPU here")
