@@ -175,6 +175,18 @@ def test_design_draws_distinct_pairs_in_the_planned_strata(m: int, budget: int) 
     assert design.n_enumerated >= 1 or m > 40
 
 
+@pytest.mark.parametrize(("m", "budget"), [(14, 2048), (10, 600), (40, 3000)])
+def test_a_run_stopped_early_has_the_design_of_the_smaller_budget(m: int, budget: int) -> None:
+    """The evaluation order is nested: the first P pairs are allocated to sizes as a fixed budget of P pairs."""
+    design = shapley_design(m, budget, generator(0, torch.device("cpu")))
+    pairs = budget // 2
+    while pairs // 2 >= m:
+        pairs //= 2
+        fixed = shapley_design(m, 2 * pairs, generator(1, torch.device("cpu")))
+        prefix = torch.bincount(design.strata[:pairs], minlength=design.sizes.numel()).double()
+        assert torch.equal(prefix, fixed.n_planned), (pairs, prefix.tolist(), fixed.n_planned.tolist())
+
+
 def test_superpixel_default_budget_keeps_efficiency() -> None:
     model = make_cnn().eval()
     image = torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(14))

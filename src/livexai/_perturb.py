@@ -315,8 +315,9 @@ class ShapleyDesign:
     Stratum ``g`` holds the pairs ``{S, N \\ S}`` with ``|S| = s_g`` or ``M - s_g`` (``s_g <= M/2``); it has
     ``population[g]`` pairs in all, of which ``n_planned[g]`` are evaluated (all of them when enumerated).
 
-    units: ``(P, M)`` bool, one coalition of each planned pair, in evaluation order (strata interleaved at random
-    so any prefix is a stratified sample); strata: ``(P,)`` long; sizes: ``(G,)`` the size ``s_g``;
+    units: ``(P, M)`` bool, one coalition of each planned pair, in evaluation order (nested: see
+    :func:`shapley_design`; strata interleaved at random within each level, so any prefix is a stratified
+    sample); strata: ``(P,)`` long; sizes: ``(G,)`` the size ``s_g``;
     population, n_planned: ``(G,)`` float64 (float32 on MPS); kernel: ``(G,)`` Shapley-kernel weight of one coalition of
     size ``s_g`` (up to a common factor).
     """
@@ -346,32 +347,41 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
     ``(M-1)/(s(M-s))``; from the smallest sizes up, a size (with its complement) is enumerated when its share of
     the remaining budget covers all its subsets. Unlike shap, every other size then gets a fixed number of pairs
     (largest remainders), drawn without replacement: a stratified, paired (antithetic) sample.
+
+    The evaluation order is nested, so that a run stopped early has the design of a smaller budget rather than a
+    prefix of this one: the pairs that the plan for half the budget, a quarter, ... would choose come first
+    (each level in random order). A plain random order spread the small sizes, worth enumerating at any
+    budget, over the whole run; stopped at an eighth, it had 40 % more error than a fixed budget of that size.
     """
     m = n_features
     device = gen.device
     sizes = list(range(1, m // 2 + 1))
     population = [math.comb(m, s) // (2 if 2 * s == m else 1) for s in sizes]
     mass = [(1.0 if 2 * s == m else 2.0) * (m - 1) / (s * (m - s)) for s in sizes]
-    pairs_left = n_coalitions // 2
-    planned = [0] * len(sizes)
-    first = 0
-    while first < len(sizes):
-        share = pairs_left * mass[first] / sum(mass[first:])
-        if share < population[first]:
-            break
-        planned[first] = population[first]
-        pairs_left -= population[first]
-        first += 1
-    _allocate(planned, first, pairs_left, mass, population)
+    planned = _plan(n_coalitions // 2, population, mass)
+    by_stratum = []
+    for s, total, n in zip(sizes, population, planned, strict=True):
+        pairs = (
+            _sample_pairs(m, s, total, n, gen) if n else torch.zeros(0, m, dtype=torch.bool, device=device)
+        )
+        by_stratum.append(pairs[torch.randperm(n, generator=gen, device=device)])
     units, strata = [], []
-    for index, (s, total, n) in enumerate(zip(sizes, population, planned, strict=True)):
-        if n == 0:
+    taken = [0] * len(sizes)
+    for budget in _nested_budgets(sum(planned), m):
+        wanted = [
+            min(max(a, b), n) for a, b, n in zip(taken, _plan(budget, population, mass), planned, strict=True)
+        ]
+        level = [(g, taken[g], wanted[g]) for g in range(len(sizes)) if wanted[g] > taken[g]]
+        if not level:
             continue
-        units.append(_sample_pairs(m, s, total, n, gen))
-        strata.append(torch.full((n,), index, dtype=torch.long, device=device))
-    all_units = torch.cat(units) if units else torch.zeros(0, m, dtype=torch.bool, device=device)
-    all_strata = torch.cat(strata) if strata else torch.zeros(0, dtype=torch.long, device=device)
-    order = torch.randperm(all_units.shape[0], generator=gen, device=device)
+        level_units = torch.cat([by_stratum[g][a:b] for g, a, b in level])
+        level_strata = torch.cat(
+            [torch.full((b - a,), g, dtype=torch.long, device=device) for g, a, b in level]
+        )
+        order = torch.randperm(level_units.shape[0], generator=gen, device=device)
+        units.append(level_units[order])
+        strata.append(level_strata[order])
+        taken = wanted
     dtype = solve_dtype(device)
     size_tensor = torch.tensor(sizes, dtype=dtype, device=device)
     kernel = (m - 1) / (
@@ -380,13 +390,37 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
         * (m - size_tensor)
     )
     return ShapleyDesign(
-        units=all_units[order],
-        strata=all_strata[order],
+        units=torch.cat(units) if units else torch.zeros(0, m, dtype=torch.bool, device=device),
+        strata=torch.cat(strata) if strata else torch.zeros(0, dtype=torch.long, device=device),
         sizes=size_tensor,
         population=torch.tensor(population, dtype=dtype, device=device),
         n_planned=torch.tensor(planned, dtype=dtype, device=device),
         kernel=kernel,
     )
+
+
+def _plan(pairs: int, population: list[int], mass: list[float]) -> list[int]:
+    """Pairs per size for a budget of ``pairs``: the smallest sizes enumerated while their share covers them,
+    the rest shared in proportion to ``mass``."""
+    planned = [0] * len(population)
+    first = 0
+    while first < len(population):
+        share = pairs * mass[first] / sum(mass[first:])
+        if share < population[first]:
+            break
+        planned[first] = population[first]
+        pairs -= population[first]
+        first += 1
+    _allocate(planned, first, pairs, mass, population)
+    return planned
+
+
+def _nested_budgets(pairs: int, m: int) -> list[int]:
+    """The budgets whose designs come first, smallest first: ``pairs`` halved while at least ``m`` pairs remain."""
+    budgets = [pairs]
+    while budgets[-1] // 2 >= max(m, 1):
+        budgets.append(budgets[-1] // 2)
+    return budgets[::-1]
 
 
 def _allocate(planned: list[int], first: int, pairs: int, mass: list[float], population: list[int]) -> None:
