@@ -172,15 +172,21 @@ def benchmark(name: str, n_samples: int, repeats: int, device: torch.device) -> 
     target, n_classes = int(scores.argmax()), int(scores.shape[1])
     rows = []
 
-    print(f"  {name}: LimeWidget, {n_samples} samples", flush=True)
-    began = time.perf_counter()
-    widget = LimeWidget(case.model, case.x, n_samples=n_samples, n_segments=50, target=target)
-    widget.wait(TIMEOUT_S)
-    created = time.perf_counter() - began
-    changes = lime_changes(n_classes, target, short=name != "small" and device.type == "cpu")
-    run_changes(widget, changes, repeats)
-    rows += _rows(name, f"LIME, {n_samples} samples", created, changes)
-    widget.close()
+    from livexai import ModelAdapter
+
+    for precision, model in (
+        ("", case.model),
+        (", bf16 autocast", ModelAdapter(case.model, autocast=torch.bfloat16)),
+    ):
+        print(f"  {name}: LimeWidget, {n_samples} samples{precision}", flush=True)
+        began = time.perf_counter()
+        widget = LimeWidget(model, case.x, n_samples=n_samples, n_segments=50, target=target)
+        widget.wait(TIMEOUT_S)
+        created = time.perf_counter() - began
+        changes = lime_changes(n_classes, target, short=name != "small" and device.type == "cpu")
+        run_changes(widget, changes, repeats)
+        rows += _rows(name, f"LIME, {n_samples} samples{precision}", created, changes)
+        widget.close()
 
     print(f"  {name}: LayerWidget (Grad-CAM)", flush=True)
     began = time.perf_counter()
