@@ -79,7 +79,8 @@ def test_tuning_trials_carry_over_to_the_next_call_on_the_same_model() -> None:
     for _ in range(4):  # each call is shorter than the 15 trial batches (744 inputs)
         ModelAdapter(model).evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 4, 4))
     after_probe = model.sizes[4:]
-    assert after_probe.count(8) == 3  # one untimed and two timed batches in all: no call started the trials over
+    # one untimed and two timed batches of 8 in all: no call started the trials over
+    assert after_probe.count(8) == 3
     assert after_probe[-3:] == [128, 128, 44]
 
 

@@ -67,5 +67,5 @@ def test_a_reduced_precision_adapter_keeps_its_precision_in_another_output_space
 
 @pytest.mark.parametrize("bad", [torch.float32, torch.float64, "bf16", 16])
 def test_autocast_takes_only_the_reduced_float_types(bad: object) -> None:
-    with pytest.raises(ValueError, match="autocast must be torch.bfloat16, torch.float16 or None"):
+    with pytest.raises(ValueError, match=r"autocast must be torch\.bfloat16, torch\.float16 or None"):
         ModelAdapter(make_cnn(), autocast=bad)
