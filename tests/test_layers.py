@@ -86,8 +86,32 @@ def test_resnet_layers_reused_relu_listed_once(resnet: SmallResNet, image: torch
     info = {entry.name: entry for entry in layer_info(resnet, image)}
     assert info["relu"].calls == 1 + 2 * 3  # the stem once, twice in each of the three blocks
     assert info["layer2"].shape == (1, 16, 8, 8)
-    assert info["layer1.0.shortcut"].shape == (1, 8, 16, 16)  # an empty Sequential is an identity
+    assert info["layer1.0.shortcut"].shape == (1, 8, 16, 16)  # an empty Sequential is an identity ...
+    assert info["layer1.0.shortcut"].passthrough and "layer1.0.shortcut" not in names  # ... and not offered
+    assert not info["relu"].passthrough  # an in-place ReLU returns the tensor it was given, changed
     assert info["fc"].shape == (1, 5) and info["fc"].kind == "vector"
+
+
+class WithIdentityShortcut(nn.Module):
+    """A residual block whose shortcut is an ``nn.Identity``, as in torchvision's ResNets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.shortcut = nn.Identity()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x) + self.shortcut(x)))
+
+
+def test_identity_shortcuts_are_reported_but_not_offered() -> None:
+    model = WithIdentityShortcut()
+    x = torch.rand(3, 8, 8)
+    info = {entry.name: entry for entry in layer_info(model, x)}
+    assert info["shortcut"].passthrough and info["shortcut"].kind == "spatial"
+    assert not info["conv"].passthrough
+    assert layers(model, x) == ["conv"]  # the shortcut's maps would repeat the input
 
 
 def test_token_outputs_are_reported_as_tokens() -> None:

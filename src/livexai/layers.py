@@ -36,12 +36,15 @@ class LayerInfo:
     ``"spatial"`` for ``(N, C, h, w)`` maps with ``h > 1`` or ``w > 1``, ``"tokens"`` for ``(N, T, D)`` sequences
     (ViT-style; Grad-CAM needs a ``reshape``), ``"vector"`` for ``(N, D)`` or ``(N, C, 1, 1)``, ``"other"``
     otherwise. ``calls`` counts how often the module ran (a reused ReLU runs several times; it is listed once).
+    ``passthrough`` is True for an ``nn.Identity`` or an empty ``nn.Sequential`` (a ResNet's shortcut) that handed
+    back its input: its maps are those of the layer before it.
     """
 
     name: str
     shape: tuple[int, ...] | None
     kind: LayerKind
     calls: int = 1
+    passthrough: bool = False
 
 
 def output_kind(output: object) -> LayerKind:
@@ -137,6 +140,14 @@ def _forward_one(adapter: ModelAdapter, x: torch.Tensor) -> None:
         adapter.forward(x)
 
 
+def _is_passthrough(module: nn.Module) -> bool:
+    """An ``nn.Identity`` or an empty ``nn.Sequential``: modules that hand their input straight back.
+
+    Decided by type: an in-place ReLU also returns the very tensor it was given, but changed.
+    """
+    return isinstance(module, nn.Identity) or (isinstance(module, nn.Sequential) and len(module) == 0)
+
+
 def layer_info(model: object, x: torch.Tensor) -> list[LayerInfo]:
     """Every named submodule that runs on ``x``, in the order of its first call, with output shape and kind.
 
@@ -147,17 +158,18 @@ def layer_info(model: object, x: torch.Tensor) -> list[LayerInfo]:
     adapter = as_adapter(model, "logits")
     batch = adapter.prepare(as_single_input(x)[0])
     order: list[nn.Module] = []
-    seen: dict[nn.Module, list[Any]] = {}  # module -> [first output, number of calls]
+    seen: dict[nn.Module, list[Any]] = {}  # module -> [(shape, kind), number of calls, passthrough]
 
     def pre_hook(module: nn.Module, _inputs: Any) -> None:
         if module not in seen:
-            seen[module] = [None, 0]
+            seen[module] = [None, 0, False]
             order.append(module)
 
-    def post_hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+    def post_hook(module: nn.Module, inputs: Any, output: Any) -> None:
         record = seen[module]
         if record[1] == 0:
             record[0] = tuple(output.shape) if isinstance(output, torch.Tensor) else None, output_kind(output)
+            record[2] = _is_passthrough(module) and len(inputs) == 1 and output is inputs[0]
         record[1] += 1
 
     names = {module: name for name, module in root.named_modules() if name}
@@ -174,8 +186,8 @@ def layer_info(model: object, x: torch.Tensor) -> list[LayerInfo]:
     for module in order:
         if module not in names or seen[module][0] is None:
             continue  # the root, or a module whose forward raised before returning
-        (shape, kind), calls = seen[module]
-        infos.append(LayerInfo(name=names[module], shape=shape, kind=kind, calls=calls))
+        (shape, kind), calls, passthrough = seen[module]
+        infos.append(LayerInfo(names[module], shape, kind, calls, passthrough))
     return infos
 
 
@@ -187,11 +199,12 @@ def layers(
     Without ``x``: every named submodule in registration order (no forward pass). With an example ``x``: the
     modules that run on it, in the order of their first call, keeping only outputs of the given ``kinds``
     (default: spatial maps ``(N, C, h, w)`` with ``h > 1`` or ``w > 1``, the layers Grad-CAM can use; add
-    ``"tokens"`` for ViT-style ``(N, T, D)`` outputs, see :func:`layer_info`).
+    ``"tokens"`` for ViT-style ``(N, T, D)`` outputs, see :func:`layer_info`). Modules that hand back their
+    input unchanged (``nn.Identity`` shortcuts of a ResNet) are left out: they would repeat the layer before.
     """
     if x is None:
         return [name for name, _ in module_of(model).named_modules() if name]
-    return [info.name for info in layer_info(model, x) if info.kind in kinds]
+    return [info.name for info in layer_info(model, x) if info.kind in kinds and not info.passthrough]
 
 
 # -- activations -------------------------------------------------------------------------------------------------
