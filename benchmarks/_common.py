@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import datetime as _dt
 import os
@@ -75,6 +76,47 @@ def steady_allocator() -> None:
         return
     if libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30):
         _allocator = "glibc with mmap and trim thresholds fixed at 1 GiB (see README.md)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line shared by the timing scripts (peers.py, latency.py)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """``--device``, ``--quick``, ``--threads``, ``--no-write`` and ``--default-malloc``."""
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone (see README.md)"
+    )
+
+
+def start_run(args: argparse.Namespace) -> torch.device:
+    """Apply the shared arguments (allocator, torch threads) and return the device, which must be present."""
+    if not args.default_malloc:
+        steady_allocator()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+    return device
+
+
+def finish_run(args: argparse.Namespace, text: str, section: str, seconds: float) -> None:
+    """Print the markdown ``text`` and write it to ``section`` of RESULTS.md (not for quick or --no-write runs)."""
+    print()
+    print(text)
+    print(f"\ntotal {seconds:.0f} s")
+    if args.quick or args.no_write:
+        print("(not written to RESULTS.md: quick or --no-write run)")
+    else:
+        write_section(section, text)
+        print("written to benchmarks/RESULTS.md")
 
 
 # ---------------------------------------------------------------------------------------------------------------

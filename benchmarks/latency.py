@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._common import command_line, machine_lines, markdown_table, steady_allocator, write_section
+from ._common import add_run_arguments, command_line, finish_run, machine_lines, markdown_table, start_run
 from ._models import make_case
 
 TIMEOUT_S = 300.0
@@ -220,26 +220,12 @@ def _rows(model: str, what: str, created: float, changes: list[Change]) -> list[
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: small CNN, 200 samples, one repeat")
+    add_run_arguments(parser, "smoke run: small CNN, 200 samples, one repeat")
     parser.add_argument("--models", default=None, help="comma-separated, from small,resnet18,resnet50")
     parser.add_argument("--samples", type=int, default=None, help="LIME samples (1000)")
     parser.add_argument("--repeats", type=int, default=None, help="times each change is measured (3)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    parser.add_argument(
-        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone (see README.md)"
-    )
     args = parser.parse_args(argv)
-    if not args.default_malloc:
-        steady_allocator()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+    device = start_run(args)
     on_gpu = device.type == "cuda"
     default_models = "small" if args.quick else ("small,resnet18,resnet50" if on_gpu else "small,resnet18")
     names = (args.models or default_models).split(",")
@@ -272,14 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             markdown_table(header, rows),
         ]
     )
-    print()
-    print(text)
-    print(f"\ntotal {time.perf_counter() - began:.0f} s")
-    if args.quick or args.no_write:
-        print("(not written to RESULTS.md: quick or --no-write run)")
-    else:
-        write_section("latency-cuda" if on_gpu else "latency", text)
-        print("written to benchmarks/RESULTS.md")
+    finish_run(args, text, "latency-cuda" if on_gpu else "latency", time.perf_counter() - began)
 
 
 if __name__ == "__main__":

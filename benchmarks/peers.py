@@ -28,14 +28,15 @@ import torch
 
 from ._common import (
     Timing,
+    add_run_arguments,
     command_line,
+    finish_run,
     machine_lines,
     markdown_table,
     measure,
     quiet_peers,
-    steady_allocator,
+    start_run,
     synchronize,
-    write_section,
 )
 from ._models import MODEL_NAMES, Case, make_case
 
@@ -710,8 +711,7 @@ def report(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer samples and repeats")
+    add_run_arguments(parser, "smoke run: fewer samples and repeats")
     parser.add_argument("--models", default=None, help=f"comma-separated, from {','.join(MODEL_NAMES)}")
     parser.add_argument("--budget", type=int, default=None, help="evaluations per sampling method (1000)")
     parser.add_argument(
@@ -720,23 +720,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min-runs", type=int, default=None, help="timed runs at least, whatever they cost (1)"
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    parser.add_argument(
-        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone (see README.md)"
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if not args.default_malloc:
-        steady_allocator()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+    device = start_run(args)
     if args.models:
         names = [name.strip() for name in args.models.split(",") if name.strip()]
     elif args.quick:
@@ -758,8 +747,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.min_runs is not None:
         settings.min_runs = args.min_runs
         settings.max_runs = max(settings.max_runs, args.min_runs)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     began = time.perf_counter()
     results: dict[str, tuple[Case, Bench]] = {}
@@ -772,14 +759,7 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line("peers", argv)
     seconds = time.perf_counter() - began
     text = report(results, settings, device, command, seconds)
-    print()
-    print(text)
-    print(f"\ntotal {seconds:.0f} s")
-    if args.quick or args.no_write:
-        print("(not written to RESULTS.md: quick or --no-write run)")
-    else:
-        write_section("peers-cuda" if device.type == "cuda" else "peers-cpu", text)
-        print("written to benchmarks/RESULTS.md")
+    finish_run(args, text, "peers-cuda" if device.type == "cuda" else "peers-cpu", seconds)
 
 
 if __name__ == "__main__":
