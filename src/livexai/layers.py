@@ -312,7 +312,7 @@ def activation_grid(
 
     ``maps`` is an :class:`Activations` (its ranking is used) or a tensor ``(C, h, w)`` (ranked by mean here).
     Channels fill rows of ``ncols`` (default: a near-square grid) separated by ``pad`` pixels of ``pad_value``.
-    A constant channel is drawn as zeros.
+    A constant channel is drawn as zeros. The grid is on the device of ``maps`` (:func:`activations` gives CPU maps).
     """
     if isinstance(maps, Activations):
         values, ranking = maps.maps, maps.ranking
@@ -332,7 +332,10 @@ def activation_grid(
     nrows = math.ceil(top_k / ncols)
     h, w = scaled.shape[1:]
     grid = torch.full(
-        (nrows * h + (nrows - 1) * pad, ncols * w + (ncols - 1) * pad), pad_value, dtype=scaled.dtype
+        (nrows * h + (nrows - 1) * pad, ncols * w + (ncols - 1) * pad),
+        pad_value,
+        dtype=scaled.dtype,
+        device=scaled.device,
     )
     for index in range(top_k):  # top_k tiles (16 by default), not a per-pixel loop
         row, col = divmod(index, ncols)
