@@ -108,15 +108,36 @@ def start_run(args: argparse.Namespace) -> torch.device:
 
 
 def finish_run(args: argparse.Namespace, text: str, section: str, seconds: float) -> None:
-    """Print the markdown ``text`` and write it to ``section`` of RESULTS.md (not for quick or --no-write runs)."""
+    """Print the markdown ``text`` and write it to ``section`` of RESULTS.md (not for quick or --no-write runs).
+
+    The ``### `` subsections (one per model) of the section as it was are kept for models this run did not
+    measure, so a run split by ``--models`` (as on a GPU machine with 10-minute calls) adds up.
+    """
     print()
     print(text)
     print(f"\ntotal {seconds:.0f} s")
     if args.quick or args.no_write:
         print("(not written to RESULTS.md: quick or --no-write run)")
     else:
-        write_section(section, text)
+        earlier = _section_text(RESULTS.read_text(), section) if RESULTS.exists() else None
+        write_section(section, merge_subsections(earlier, text))
         print("written to benchmarks/RESULTS.md")
+
+
+def merge_subsections(earlier: str | None, text: str) -> str:
+    """``text``, plus those ``### NAME ...`` subsections of ``earlier`` whose NAME ``text`` has none of."""
+    head, fresh = _subsections(text)
+    if earlier is None:
+        return text
+    _, kept = _subsections(earlier)
+    names = list(kept) + [name for name in fresh if name not in kept]
+    return head + "".join(fresh.get(name) or kept[name] for name in names)
+
+
+def _subsections(text: str) -> tuple[str, dict[str, str]]:
+    """The text before the first ``### `` heading, and each subsection by the first word of its heading."""
+    head, *parts = re.split(r"(?m)^(?=### )", text.rstrip("\n") + "\n")
+    return head, {part.split()[1]: part.rstrip("\n") + "\n\n" for part in parts}
 
 
 # ---------------------------------------------------------------------------------------------------------------

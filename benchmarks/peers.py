@@ -15,6 +15,7 @@ running the model, so ``× floor - 1`` is what the method itself adds.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import statistics
 import sys
 import time
@@ -678,7 +679,6 @@ def report(
         f"## Speed against the peers: {'GPU' if device.type == 'cuda' else 'CPU'}",
         "",
         *machine_lines(device, PEERS),
-        f"- Command: `{command}` ({seconds / 60:.1f} min in all)",
         f"- Budget: {settings.budget} evaluations per sampling method, {settings.grad_samples} samples/steps per "
         f"gradient method. Each time: median of {settings.min_runs} to {settings.max_runs} runs after one "
         f"warm-up call, repeating until the runs add up to {settings.max_seconds:g} s "
@@ -688,10 +688,13 @@ def report(
         "forward-only floor of the same model.",
         "",
     ]
+    measured = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     for name, (case, bench) in results.items():
         shape = "x".join(map(str, case.x.shape))
         parts += [
             f"### {name} ({shape}), target class {bench.target}, {bench.k} superpixels",
+            "",
+            f"Measured {measured} by `{command}` ({seconds / 60:.1f} min for all its models).",
             "",
             table(bench.rows, bench.floor),
             "",
