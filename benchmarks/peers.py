@@ -59,9 +59,10 @@ class Settings:
     grad_max_seconds: float = 5.0  # gradient methods: a few seconds a call on ResNet-18, two runs are enough
     pilot: int = 100  # samples per candidate when picking Captum's perturbations_per_eval
     # Warm-up calls of the sampling methods: a peer's builds the kernels for its batch shapes; livexai's must be
-    # large enough for the adapter's batch-size tuning to try every size (as on a widget's first call).
+    # large enough for the adapter's batch-size trials to finish (three rounds of 8..128: 744 evaluations), as
+    # they do within a widget's first 1000-sample call. Trials left over would be timed as real work.
     warmup_budget: int = 100
-    tuning_budget: int = 512
+    tuning_budget: int = 1000
     quick: bool = False
 
 
@@ -239,8 +240,8 @@ class Bench:
         """Time ``make(budget)()``, warmed up by a smaller call ``make(warm-up budget)()``.
 
         The warm-up only has to build the convolution kernels for each batch shape and, for livexai, let the
-        adapter tune its batch size (all candidate sizes are tried from 512 samples up, as on a widget's first
-        1000-sample call); repeating a 25-second ResNet call for it would add minutes.
+        adapter finish its batch-size trials (as a widget's first 1000-sample call does); for a peer, repeating
+        a 15-second ResNet call for it would add minutes.
         """
         warm = min(self.s.budget, self.s.tuning_budget if ours else self.s.warmup_budget)
         return self.timed(make(self.s.budget), warmup=make(warm))
