@@ -122,14 +122,15 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics, so eval mode differs from train mode."""
+def randomise_batchnorm(model: nn.Module, *, affine: bool = True) -> nn.Module:
+    """Non-trivial running statistics, so eval mode differs from train mode; ``affine`` also scales the weights."""
     generator = torch.Generator().manual_seed(1)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            if affine:
+                module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
     return model
 
 

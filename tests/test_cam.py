@@ -226,15 +226,6 @@ def live_objects() -> tuple[int, int]:
     return len(objects), sum(issubclass(type(o), torch.Tensor) for o in objects)
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors run fastest on one thread; on a loaded shared CPU, two OpenMP threads were 300x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("single_thread")
 def test_switching_layers_many_times_leaks_nothing(resnet: SmallResNet) -> None:
     x = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(5))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Saliency
-from conftest import hook_count
+from conftest import hook_count, randomise_batchnorm
 from torch import nn
 
 from livexai import gradients
@@ -53,16 +53,6 @@ class OutOfMemoryAbove(nn.Module):
         return self.model(x)
 
 
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics (affine weights left at 1), so eval mode differs from train mode."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
-
-
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
 
@@ -70,13 +60,13 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture
 def cnn() -> SmallCNN:
     torch.manual_seed(0)
-    return randomise_batchnorm(SmallCNN()).eval()
+    return randomise_batchnorm(SmallCNN(), affine=False).eval()
 
 
 @pytest.fixture
 def smooth_cnn() -> SmallCNN:
     torch.manual_seed(0)
-    return randomise_batchnorm(SmallCNN(nn.Softplus)).eval()
+    return randomise_batchnorm(SmallCNN(nn.Softplus), affine=False).eval()
 
 
 @pytest.fixture
