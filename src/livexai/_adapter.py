@@ -426,3 +426,8 @@ class ModelAdapter:
             shared = _tuned.setdefault(self.model, {})
             shared.pop(("trials", *key), None)
             shared[key] = value
+
+
+# What every method and widget accepts as ``model``: a module or callable mapping a batch to scores ``(N, K)``, or
+# an adapter already wrapping one (to fix its batch size or precision, or to share its cache).
+Model = Callable[[torch.Tensor], torch.Tensor] | ModelAdapter

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._adapter import ModelAdapter, OutputSpace
+from ._adapter import Model, ModelAdapter, OutputSpace
 from ._inputs import InputKind, as_single_input, display_image, resolve_target
 from .explanation import Explanation
 
@@ -70,9 +70,7 @@ class PreparedCall:
         return {} if dtype is None else {"autocast": str(dtype).removeprefix("torch.")}
 
 
-def as_adapter(
-    model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter, output: OutputSpace
-) -> ModelAdapter:
+def as_adapter(model: Model, output: OutputSpace) -> ModelAdapter:
     """Reuse an adapter (a widget keeps one, with its cached f(x)) or wrap a model in a new one."""
     if isinstance(model, ModelAdapter):
         if model.output == output:
@@ -88,7 +86,7 @@ def as_adapter(
 
 
 def prepare(
-    model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+    model: Model,
     x: torch.Tensor,
     *,
     target: int | None,

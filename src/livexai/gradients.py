@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._adapter import ModelAdapter, OutputSpace
+from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
 from ._inputs import check_choice, check_float, check_int
 from .explanation import Explanation
@@ -145,7 +145,7 @@ def _check_batch_size(batch_size: int | None) -> int | None:
 
 # -- saliency and SmoothGrad -------------------------------------------------------------------------------------
 def saliency(
-    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    model: Model,
     x: torch.Tensor,
     *,
     target: int | None = None,
@@ -245,7 +245,7 @@ def _as_baseline(baseline: object, x: torch.Tensor) -> torch.Tensor:
 
 
 def integrated_gradients(
-    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    model: Model,
     x: torch.Tensor,
     *,
     baseline: torch.Tensor | float | None = None,
@@ -326,7 +326,7 @@ def _as_background(background: object, x: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_shap(
-    model: torch.nn.Module | ModelAdapter | Callable[[torch.Tensor], torch.Tensor],
+    model: Model,
     x: torch.Tensor,
     *,
     background: torch.Tensor,

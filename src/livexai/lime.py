@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._adapter import ModelAdapter, OutputSpace
+from ._adapter import Model, OutputSpace
 from ._call import PreparedCall, last_result, prepare
 from ._inputs import check_float, check_int
 from ._perturb import (
@@ -33,8 +33,6 @@ from ._perturb import (
 )
 from ._surrogate import lime_kernel, solve_dtype, weighted_ridge
 from .explanation import Explanation
-
-Model = Callable[[torch.Tensor], torch.Tensor] | ModelAdapter
 
 # Early stopping trusts the standard errors only from this many samples per feature on (with fewer, tol=0.05
 # stopped at ~144 samples for 50 superpixels and changed the top-5 superpixels; see benchmarks/RESULTS.md).

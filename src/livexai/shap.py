@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._adapter import ModelAdapter, OutputSpace
+from ._adapter import Model, OutputSpace
 from ._call import PreparedCall, last_result, prepare
 from ._inputs import check_float, check_int
 from ._perturb import (
@@ -41,8 +41,6 @@ from ._perturb import (
 )
 from ._surrogate import MAX_INTERACTION_FEATURES, shapley_regression, solve_dtype
 from .explanation import Explanation
-
-Model = Callable[[torch.Tensor], torch.Tensor] | ModelAdapter
 
 # Early stopping trusts the standard errors only from this many coalition pairs per feature on: below about
 # 8 M the fitted interactions make them too small (2 stderr covered 34 % of true errors at 64 coalitions, M = 14).

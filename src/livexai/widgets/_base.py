@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +21,7 @@ import anywidget
 import torch
 import traitlets
 
-from .._adapter import ModelAdapter
+from .._adapter import Model, ModelAdapter
 from .._call import prepare
 from .._inputs import check_choice, check_float, check_int
 from ._runner import JobContext, Runner, describe_error, shared_runner
@@ -212,7 +212,7 @@ class ExplainerWidget(anywidget.AnyWidget):
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+        model: Model,
         x: torch.Tensor,
         *,
         image: Any = None,

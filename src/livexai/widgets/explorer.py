@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 import traitlets
 
-from .._adapter import Cancelled, ModelAdapter
+from .._adapter import Cancelled, Model, ModelAdapter
 from .._inputs import as_single_input, display_image
 from ._base import ExplainerWidget, Param, panel, top_predictions
 from ._runner import JobContext, describe_error, shared_runner
@@ -67,7 +67,7 @@ class Explorer(ExplainerWidget):
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+        model: Model,
         images: torch.Tensor | Sequence[torch.Tensor],
         *,
         labels: Any = None,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import traitlets
 from torch import nn
 
-from .._adapter import ModelAdapter
+from .._adapter import Model, ModelAdapter
 from ._base import ExplainerWidget, Param, panel
 from ._runner import JobContext, shared_runner
 from ._serialize import to_wire
@@ -56,7 +56,7 @@ class LayerWidget(ExplainerWidget):
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+        model: Model,
         x: torch.Tensor,
         *,
         image: Any = None,

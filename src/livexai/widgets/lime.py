@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import traitlets
 
-from .._adapter import ModelAdapter
+from .._adapter import Model
 from .._perturb import BASELINES  # a tensor baseline is also accepted: kept aside and offered as "custom"
 from ..segmentation import METHODS as SEGMENTATIONS
 from ._base import ExplainerWidget, Param, panel
@@ -38,7 +37,7 @@ class LimeWidget(ExplainerWidget):
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+        model: Model,
         x: torch.Tensor,
         *,
         image: Any = None,

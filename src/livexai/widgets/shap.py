@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import traitlets
 
-from .._adapter import ModelAdapter
+from .._adapter import Model
 from .._inputs import as_single_input
 from ._base import ExplainerWidget, Param, panel
 from ._runner import JobContext
@@ -42,7 +41,7 @@ class ShapWidget(ExplainerWidget):
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], torch.Tensor] | ModelAdapter,
+        model: Model,
         x: torch.Tensor,
         *,
         background: torch.Tensor,
