@@ -19,7 +19,8 @@ from conftest import (
     snapshot,
 )
 
-from livexai._perturb import generator, shapley_design
+from livexai._design import shapley_design
+from livexai._features import generator
 from livexai.shap import iter_kernel_shap, kernel_shap
 
 pytestmark = pytest.mark.usefixtures("single_thread")

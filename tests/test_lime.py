@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from livexai._adapter import ModelAdapter
-from livexai._perturb import generator, image_fill, lime_masks
+from livexai._features import generator, image_fill, lime_masks
 from livexai._surrogate import lime_kernel, weighted_ridge
 from livexai.lime import iter_lime, lime
 
@@ -46,7 +46,7 @@ def test_weighted_ridge_matches_sklearn_ridge() -> None:
     weights = lime_kernel(masks, 0.25)
     ours = weighted_ridge(masks, y, weights, alpha=1.0)
     theirs = Ridge(alpha=1.0, fit_intercept=True).fit(masks.numpy(), y.numpy(), sample_weight=weights.numpy())
-    np.testing.assert_allclose(ours.coef.numpy(), theirs.coef_, atol=1e-8)
+    np.testing.assert_allclose(ours.values.numpy(), theirs.coef_, atol=1e-8)
     assert ours.intercept == pytest.approx(theirs.intercept_, abs=1e-8)
     assert ours.score == pytest.approx(
         theirs.score(masks.numpy(), y.numpy(), sample_weight=weights.numpy()), abs=1e-8

@@ -51,10 +51,10 @@ def lime_kernel(masks: torch.Tensor, kernel_width: float) -> torch.Tensor:
 
 @dataclass
 class RidgeFit:
-    """A weighted ridge fit ``y ~ intercept + X @ coef``: coefficients ``(M,)``, their standard errors ``(M,)``,
-    the intercept and the weighted R² (scikit-learn's ``score`` with ``sample_weight``)."""
+    """A weighted ridge fit ``y ~ intercept + X @ values``: the coefficients ``values`` ``(M,)``, their standard
+    errors ``(M,)``, the intercept and the weighted R² (scikit-learn's ``score`` with ``sample_weight``)."""
 
-    coef: torch.Tensor
+    values: torch.Tensor
     stderr: torch.Tensor
     intercept: float
     score: float
@@ -85,7 +85,7 @@ def weighted_ridge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, alph
     projected = (terms - terms.mean(0)) @ inverse  # inverse is symmetric
     scale = n / (n - 1) if n > 1 else float("inf")  # one sample says nothing about the spread
     stderr = torch.sqrt(scale * (projected**2).sum(0))
-    return RidgeFit(coef=coef, stderr=stderr, intercept=float(y_mean - x_mean @ coef), score=score)
+    return RidgeFit(values=coef, stderr=stderr, intercept=float(y_mean - x_mean @ coef), score=score)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,72 +141,114 @@ def shapley_regression(
     every budget. Standard errors: stratified sandwich variance with the finite-population correction
     ``1 - n_g / N_g`` (0 for enumerated sizes, so exact results report 0).
     """
-    device = units.device
-    dtype = solve_dtype(device)
+    dtype = solve_dtype(units.device)
     m = units.shape[1]
     counts = torch.bincount(strata, minlength=population.numel()).to(dtype)
-    factor = population.to(dtype) / counts.clamp_min(1.0)
     unit_kernel = kernel.to(dtype)[strata]
-    omega = unit_kernel * factor[strata]
+    omega = unit_kernel * (population.to(dtype) / counts.clamp_min(1.0))[strata]
     total = omega.sum()
-    omega = omega / total
-    signs = units.to(dtype) * 2.0 - 1.0
-    diffs = diffs.to(dtype)
-    triples = _triples(m, device) if interactions else None
-    features = signs if triples is None else torch.cat([signs, signs[:, triples].prod(dim=2)], dim=1)
+    triples = _triples(m, units.device) if interactions else None
+    system = _KernelSystem.build(
+        _parities(units.to(dtype), triples), omega / total, diffs.to(dtype), delta, m
+    )
+    chosen, inverse, theta = _penalised_solve(system, triples is not None, ridge)
+    # Leave-one-out residuals (HC3-style) rather than raw ones: with hundreds of third-order terms the fit
+    # follows its own samples closely and raw residuals would understate the spread.
+    residual = (system.diffs - system.features @ theta) / (1.0 - system.leverage(inverse)).clamp_min(1e-3)
+    terms = (unit_kernel / total)[:, None] * system.features * residual[:, None]
+    projected = terms @ _to_values(inverse, m, triples).T  # (n, M): each pair's influence on the values
+    stderr = _stratified_stderr(projected, strata, counts, population.to(dtype))
+    return ShapleyFit(values=_to_values(theta, m, triples), stderr=stderr, ridge=chosen)
 
-    def to_values(theta: torch.Tensor) -> torch.Tensor:
-        """Map coefficients ``(P, ...)`` to Shapley values ``(M, ...)``."""
-        if triples is None:
-            return theta
-        values = theta[:m].clone()
-        share = theta[m:] / 3.0
-        for column in range(3):
-            values.index_add_(0, triples[:, column], share)
-        return values
 
-    weighted = features * omega[:, None]
-    gram = weighted.T @ features
-    moment = weighted.T @ diffs
+def _parities(ones: torch.Tensor, triples: torch.Tensor | None) -> torch.Tensor:
+    """The regressors of pairs whose sides are ``ones`` ``(n, M)`` (0/1): ``u = 2 z - 1`` and, with ``triples``,
+    the third-order parities ``u_i u_j u_k`` after them."""
+    signs = ones * 2.0 - 1.0
+    return signs if triples is None else torch.cat([signs, signs[:, triples].prod(dim=2)], dim=1)
 
-    size = features.shape[1]
 
-    def fit(penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_values(theta: torch.Tensor, m: int, triples: torch.Tensor | None) -> torch.Tensor:
+    """Map coefficients ``(P, ...)`` to Shapley values ``(M, ...)``: each third-order term gives a third to each
+    of its players."""
+    if triples is None:
+        return theta
+    values = theta[:m].clone()
+    share = theta[m:] / 3.0
+    for column in range(3):
+        values.index_add_(0, triples[:, column], share)
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class _KernelSystem:
+    """The weighted least squares of KernelSHAP's odd part: regressors ``features`` ``(n, P)`` (the first ``m``
+    linear), pair weights ``omega`` ``(n,)`` summing to 1, targets ``diffs`` ``(n,)``, the efficiency total
+    ``delta``, and the normal equations ``gram`` ``(P, P)``, ``moment`` ``(P,)``."""
+
+    features: torch.Tensor
+    omega: torch.Tensor
+    diffs: torch.Tensor
+    delta: float
+    m: int
+    gram: torch.Tensor
+    moment: torch.Tensor
+
+    @classmethod
+    def build(
+        cls, features: torch.Tensor, omega: torch.Tensor, diffs: torch.Tensor, delta: float, m: int
+    ) -> _KernelSystem:
+        weighted = features * omega[:, None]
+        return cls(features, omega, diffs, delta, m, gram=weighted.T @ features, moment=weighted.T @ diffs)
+
+    def solve(self, penalty: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The constrained solve ``sum(theta) = delta`` with ridge ``penalty`` on the non-linear terms (None:
+        none): the inverse of the penalised Gram block ``(P, P)`` and the coefficients ``(P,)``."""
+        size = self.features.shape[1]
+        dtype, device = self.gram.dtype, self.gram.device
         system = torch.zeros(size + 1, size + 1, dtype=dtype, device=device)
-        system[:size, :size] = gram
+        system[:size, :size] = self.gram
         # A tiny ridge on every coefficient keeps the system invertible while too few pairs have been evaluated to
         # determine the values (the solution then tends to the minimum-norm one); negligible otherwise.
         system[:size, :size] += _JITTER * torch.eye(size, dtype=dtype, device=device)
-        if triples is not None:
-            system[m:size, m:size] += penalty * torch.eye(size - m, dtype=dtype, device=device)
+        if penalty is not None:
+            system[self.m : size, self.m : size] += penalty * torch.eye(
+                size - self.m, dtype=dtype, device=device
+            )
         system[:size, size] = 1.0  # every feature is 1 at the full coalition: sum(theta) = D(N) = delta
         system[size, :size] = 1.0
         inverse = _inverse(system)
-        theta = inverse[:size, :size] @ moment + inverse[:size, size] * delta
+        theta = inverse[:size, :size] @ self.moment + inverse[:size, size] * self.delta
         return inverse[:size, :size], theta
 
-    fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
-    chosen: float | None = None
-    if triples is not None and ridge is not None:
-        chosen = float(ridge)
-    elif triples is not None:
-        best = math.inf
-        for penalty in RIDGE_GRID:
-            inverse, theta = fits[penalty] = fit(penalty)
-            residual = diffs - features @ theta
-            leverage = omega * ((features @ inverse) * features).sum(1)
-            loo = float((omega * (residual / (1.0 - leverage).clamp_min(1e-6)) ** 2).sum())
-            if loo < best:
-                best, chosen = loo, penalty
-    inverse, theta = fits[chosen] if chosen in fits else fit(chosen or 0.0)
-    # Leave-one-out residuals (HC3-style) rather than raw ones: with hundreds of third-order terms the fit
-    # follows its own samples closely and raw residuals would understate the spread.
-    leverage = omega * ((features @ inverse) * features).sum(1)
-    residual = (diffs - features @ theta) / (1.0 - leverage).clamp_min(1e-3)
-    terms = (unit_kernel / total)[:, None] * features * residual[:, None]
-    projected = terms @ to_values(inverse).T  # (n, M): each pair's influence on the values
-    stderr = _stratified_stderr(projected, strata, counts, population.to(dtype))
-    return ShapleyFit(values=to_values(theta), stderr=stderr, ridge=chosen)
+    def leverage(self, inverse: torch.Tensor) -> torch.Tensor:
+        """Each pair's weighted leverage ``(n,)`` in a solve with Gram inverse ``inverse``."""
+        return self.omega * ((self.features @ inverse) * self.features).sum(1)
+
+    def loo_error(self, inverse: torch.Tensor, theta: torch.Tensor) -> float:
+        """Weighted leave-one-out squared error of a solve."""
+        residual = self.diffs - self.features @ theta
+        return float((self.omega * (residual / (1.0 - self.leverage(inverse)).clamp_min(1e-6)) ** 2).sum())
+
+
+def _penalised_solve(
+    system: _KernelSystem, interactions: bool, ridge: float | None
+) -> tuple[float | None, torch.Tensor, torch.Tensor]:
+    """The penalty used and the solve: plain without interactions; else with ``ridge``, or (None) with the
+    penalty of :data:`RIDGE_GRID` of least leave-one-out error (no penalty if every error is NaN)."""
+    if not interactions:
+        return None, *system.solve(None)
+    if ridge is not None:
+        return float(ridge), *system.solve(float(ridge))
+    best, chosen, solution = math.inf, None, None
+    for penalty in RIDGE_GRID:
+        inverse, theta = system.solve(penalty)
+        loo = system.loo_error(inverse, theta)
+        if loo < best:
+            best, chosen, solution = loo, penalty, (inverse, theta)
+    if solution is None:
+        return None, *system.solve(0.0)
+    return chosen, *solution
 
 
 def _stratified_stderr(

@@ -9,92 +9,32 @@ explanations with standard errors; :func:`lime` returns the last one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ._adapter import Model, OutputSpace
-from ._call import PreparedCall, last_result, prepare
-from ._inputs import check_float, check_int
-from ._perturb import (
+from ._call import PreparedCall, prepare
+from ._features import (
     FeatureSpace,
-    background_images,
     background_rows,
     check_n_samples,
     describe,
-    evaluate_chunks,
     generator,
-    image_fill,
-    image_segments,
     lime_masks,
     quartile_fill,
     row_fill,
 )
-from ._surrogate import lime_kernel, solve_dtype, weighted_ridge
+from ._inputs import check_float
+from ._progressive import FlatSequence, Schedule, Step, final_result, refits
+from ._superpixels import Superpixels
+from ._surrogate import RidgeFit, lime_kernel, weighted_ridge
 from .explanation import Explanation
 
 # Early stopping trusts the standard errors only from this many samples per feature on (with fewer, tol=0.05
 # stopped at ~144 samples for 50 superpixels and changed the top-5 superpixels; see benchmarks/RESULTS.md).
 _MIN_SAMPLES_PER_FEATURE = 4
-
-
-def lime(
-    model: Model,
-    x: torch.Tensor,
-    *,
-    target: int | None = None,
-    n_segments: int = 50,
-    segments: Any = None,
-    n_samples: int = 1000,
-    baseline: Any = "blur",
-    kernel_width: float = 0.25,
-    output: OutputSpace = "logits",
-    seed: int = 0,
-    image: Any = None,
-    segmentation: str = "slic",
-    chunk_size: int = 100,
-    background: Any = None,
-    feature_names: list[str] | None = None,
-    discretize: bool = False,
-    tol: float | None = None,
-    alpha: float = 1.0,
-    blur_sigma: float | None = None,
-    segmentation_options: dict[str, Any] | None = None,
-    check_cancel: Callable[[], None] | None = None,
-) -> Explanation:
-    """Explain ``model``'s output ``target`` at ``x`` with LIME; see :func:`iter_lime` for the parameters.
-
-    Returns the final :class:`Explanation`: ``weights`` ``(M,)`` the surrogate's coefficients, ``attributions``
-    the weights painted on the superpixels ``(H, W)`` (tabular: ``(F,)``), ``base_value`` its intercept,
-    ``stderr`` ``(M,)``, and ``params["score"]`` its weighted R².
-    """
-    return last_result(
-        iter_lime(
-            model,
-            x,
-            target=target,
-            n_segments=n_segments,
-            segments=segments,
-            n_samples=n_samples,
-            baseline=baseline,
-            kernel_width=kernel_width,
-            output=output,
-            seed=seed,
-            image=image,
-            segmentation=segmentation,
-            chunk_size=chunk_size,
-            background=background,
-            feature_names=feature_names,
-            discretize=discretize,
-            tol=tol,
-            alpha=alpha,
-            blur_sigma=blur_sigma,
-            segmentation_options=segmentation_options,
-            check_cancel=check_cancel,
-            every_chunk=False,
-        )
-    )
 
 
 def iter_lime(
@@ -162,100 +102,122 @@ def iter_lime(
     """
     kernel_width = check_float("kernel_width", kernel_width, 0.0, open_low=True)
     alpha = check_float("alpha", alpha, 0.0)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
-    if tol is not None:
-        tol = check_float("tol", tol, 0.0, open_low=True)
+    schedule = Schedule.checked(chunk_size, tol, every_chunk, check_cancel)
     if not isinstance(discretize, bool):
         raise TypeError(f"discretize must be True or False, got {discretize!r}")
     call = prepare(model, x, target=target, output=output, image=image, feature_names=feature_names)
+    _check_discretize(call, discretize, background)
+    superpixels = Superpixels(n_segments, segments, segmentation, segmentation_options, image, blur_sigma)
+    space = _feature_space(call, superpixels, baseline, background)
+    n_samples = check_n_samples(n_samples, space.n_features)
+    run = _draw(call, space, n_samples, seed, discretize, kernel_width, alpha)
+    params = run.params("background" if background is not None else describe(baseline), seed)
+    params.update(**schedule.params(), **superpixels.params(space), **run.quartile_params())
+    for step in refits(call, run, schedule):
+        yield _explanation(call, run.space, params, step)
+
+
+lime = final_result(
+    iter_lime,
+    "lime",
+    """Explain ``model``'s output ``target`` at ``x`` with LIME; see :func:`iter_lime` for the parameters.
+
+    Returns the final :class:`Explanation`: ``weights`` ``(M,)`` the surrogate's coefficients, ``attributions``
+    the weights painted on the superpixels ``(H, W)`` (tabular: ``(F,)``), ``base_value`` its intercept,
+    ``stderr`` ``(M,)``, and ``params["score"]`` its weighted R².
+    """,
+)
+
+
+def _check_discretize(call: PreparedCall, discretize: bool, background: Any) -> None:
+    """Quartile discretisation needs tabular rows and background rows to take the quartiles of."""
     if discretize and (call.kind != "tabular" or background is None):
         raise ValueError(
             "discretize=True applies to tabular rows with a background (B, F) of training rows, whose quartiles "
             f"define the bins; got {'an image' if call.kind == 'image' else 'no background'}"
         )
-    space = _feature_space(
-        call,
-        image is not None,
-        segments,
-        n_segments,
-        segmentation,
-        segmentation_options,
-        baseline,
-        background,
-        blur_sigma,
-    )
-    n_samples = check_n_samples(n_samples, space.n_features)
+
+
+def _feature_space(
+    call: PreparedCall, superpixels: Superpixels, baseline: Any, background: Any
+) -> FeatureSpace:
+    """Features and fill values for LIME: columns + background rows or a baseline row, or superpixels."""
+    if call.kind == "tabular":
+        x = call.x
+        return FeatureSpace.columns(
+            x, background_rows(background, x) if background is not None else row_fill(x, baseline)
+        )
+    return superpixels.space(call, baseline, background)
+
+
+@dataclass(frozen=True, eq=False)
+class _LimeRun:
+    """LIME's plug-in for the progressive engine: the masks ``(n, M)``, the feature space they switch off to,
+    which fill row each sample takes (``fill_rows`` ``(n,)``; None: the single baseline), x's quartiles when
+    discretised, lime's kernel weights ``(n,)`` and the ridge penalty ``alpha``."""
+
+    masks: torch.Tensor
+    space: FeatureSpace
+    fill_rows: torch.Tensor | None
+    quartiles: list[str] | None
+    kernel: torch.Tensor
+    kernel_width: float
+    alpha: float
+
+    @property
+    def sequence(self) -> FlatSequence:
+        """One item per sample, evaluated once."""
+        return FlatSequence(self.masks.shape[0])
+
+    @property
+    def min_done(self) -> int:
+        """Samples from which the stop rule trusts the standard errors."""
+        return _MIN_SAMPLES_PER_FEATURE * self.space.n_features
+
+    def inputs(self, start: int, stop: int, memory_format: torch.memory_format) -> torch.Tensor:
+        """Model inputs of samples ``start..stop``."""
+        rows = None if self.fill_rows is None else self.fill_rows[start:stop]
+        return self.space.inputs(self.masks[start:stop], rows, memory_format)
+
+    def fit(self, values: torch.Tensor, done: int, final: bool) -> RidgeFit:
+        """The weighted ridge on the first ``done`` samples' model outputs ``values``."""
+        return weighted_ridge(self.masks[:done], values[:done], self.kernel[:done], self.alpha)
+
+    def params(self, baseline: object, seed: int) -> dict[str, Any]:
+        """What an Explanation records about the sampling and the surrogate."""
+        return {
+            "n_samples": self.masks.shape[0],
+            "kernel_width": self.kernel_width,
+            "alpha": self.alpha,
+            "baseline": baseline,
+            "seed": seed,
+        }
+
+    def quartile_params(self) -> dict[str, Any]:
+        """What an Explanation records about the discretisation (nothing without it)."""
+        return {} if self.quartiles is None else {"discretize": True, "quartiles": self.quartiles}
+
+
+def _draw(
+    call: PreparedCall,
+    space: FeatureSpace,
+    n_samples: int,
+    seed: int,
+    discretize: bool,
+    kernel_width: float,
+    alpha: float,
+) -> _LimeRun:
+    """Draw the masks, then each sample's fill row (a random background row, or with ``discretize`` a fill row
+    of its own from other quartiles), from one generator seeded with ``seed`` on the input's device."""
     gen = generator(seed, call.x.device)
     masks = lime_masks(n_samples, space.n_features, gen)
-    which = None
-    quartiles = None
+    rows, quartiles = None, None
     if discretize:
         fill, quartiles = quartile_fill(space.fill, call.x, n_samples, gen, _names(call))
-        space = replace(space, fill=fill)
-        which = torch.arange(n_samples, device=gen.device)  # one fill row per sample
+        space, rows = replace(space, fill=fill), torch.arange(n_samples, device=gen.device)  # a row each
     elif space.fill.shape[0] > 1:
-        which = torch.randint(space.fill.shape[0], (n_samples,), generator=gen, device=gen.device)
-    kernel = lime_kernel(masks, kernel_width)
-    answers = torch.empty(n_samples, dtype=solve_dtype(call.x.device), device=call.x.device)
-
-    input_shape = tuple(call.x.shape[1:])
-
-    def make_batch(start: int, stop: int) -> torch.Tensor:
-        layout = call.adapter.layout(input_shape)
-        return space.inputs(masks[start:stop], None if which is None else which[start:stop], layout)
-
-    params = {
-        "n_samples": n_samples,
-        "kernel_width": kernel_width,
-        "alpha": alpha,
-        "baseline": "background" if space.fill.shape[0] > 1 or background is not None else describe(baseline),
-        "seed": seed,
-        "chunk_size": chunk_size,
-        "tol": tol,
-    }
-    if space.segments is not None:
-        params.update(n_segments=space.n_features, segmentation=segmentation if segments is None else "given")
-    if quartiles is not None:
-        params.update(discretize=True, quartiles=quartiles)
-    for _, stop, scores in evaluate_chunks(
-        call.adapter,
-        n_samples,
-        make_batch,
-        input_shape=input_shape,
-        chunk_size=chunk_size,
-        check_cancel=check_cancel,
-    ):
-        answers[stop - scores.shape[0] : stop] = scores[:, call.target].to(answers.dtype)
-        if not (every_chunk or tol is not None or stop == n_samples):
-            continue
-        fit = weighted_ridge(masks[:stop], answers[:stop], kernel[:stop], alpha)
-        spread = float(fit.coef.max() - fit.coef.min())
-        ratio = float(fit.stderr.max()) / spread if spread > 0 else float("inf")
-        converged = (
-            tol is not None
-            and _MIN_SAMPLES_PER_FEATURE * space.n_features <= stop < n_samples
-            and ratio < tol
-        )
-        if not (every_chunk or converged or stop == n_samples):
-            continue
-        yield call.explanation(
-            "lime",
-            space.paint(fit.coef),
-            {
-                **params,
-                "n_samples_done": stop,
-                "score": fit.score,
-                "local_pred": fit.intercept + float(fit.coef.sum()),
-                "stderr_ratio": ratio,
-                "n_evals_saved": n_samples - stop if converged else 0,
-            },
-            weights=fit.coef,
-            stderr=fit.stderr,
-            segments=space.segments,
-            base_value=fit.intercept,
-        )
-        if converged:
-            return
+        rows = torch.randint(space.fill.shape[0], (n_samples,), generator=gen, device=gen.device)
+    return _LimeRun(masks, space, rows, quartiles, lime_kernel(masks, kernel_width), kernel_width, alpha)
 
 
 def _names(call: PreparedCall) -> list[str]:
@@ -263,28 +225,15 @@ def _names(call: PreparedCall) -> list[str]:
     return call.feature_names or [f"feature {i}" for i in range(call.x.shape[1])]
 
 
-def _feature_space(
-    call: PreparedCall,
-    has_image: bool,
-    segments: Any,
-    n_segments: Any,
-    segmentation: str,
-    segmentation_options: dict[str, Any] | None,
-    baseline: Any,
-    background: Any,
-    blur_sigma: float | None,
-) -> FeatureSpace:
-    """Features and fill values for LIME: superpixels + baseline/background images, or columns + rows."""
-    x = call.x
-    if call.kind == "tabular":
-        fill = background_rows(background, x) if background is not None else row_fill(x, baseline)
-        return FeatureSpace(x=x, segments=None, n_features=x.shape[1], fill=fill)
-    # Segment the display image if the caller gave one, else x itself (on its device).
-    source = call.image if has_image else x
-    labels, count = image_segments(segments, source, x, n_segments, segmentation, segmentation_options or {})
-    fill = (
-        background_images(background, x)
-        if background is not None
-        else image_fill(x, baseline, labels, blur_sigma)
-    )
-    return FeatureSpace(x=x, segments=labels, n_features=count, fill=fill)
+def _explanation(
+    call: PreparedCall, space: FeatureSpace, params: dict[str, Any], step: Step[RidgeFit]
+) -> Explanation:
+    """Package a refit: the coefficients as weights, the intercept as base value, the weighted R² as score."""
+    fit = step.fit
+    lime_params = {
+        **params,
+        "n_samples_done": step.done,
+        "score": fit.score,
+        "local_pred": fit.intercept + float(fit.values.sum()),
+    }
+    return step.explanation(call, "lime", space, lime_params, base_value=fit.intercept)

@@ -18,27 +18,26 @@ third-order terms, which is what runs above 16 features).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ._adapter import Model, OutputSpace
-from ._call import PreparedCall, last_result, prepare
-from ._inputs import check_float, check_int
-from ._perturb import (
+from ._call import PreparedCall, prepare
+from ._design import PairLayout, ShapleyDesign, shapley_design
+from ._features import (
     BASELINES,
     FeatureSpace,
-    background_images,
     background_rows,
     check_n_samples,
     describe,
-    evaluate_chunks,
     generator,
-    image_fill,
-    image_segments,
-    shapley_design,
     subsample_indices,
 )
+from ._inputs import check_int
+from ._progressive import FlatSequence, Schedule, Step, final_result, refits
+from ._superpixels import Superpixels
 from ._surrogate import MAX_INTERACTION_FEATURES, shapley_regression, solve_dtype
 from .explanation import Explanation
 
@@ -48,60 +47,6 @@ _MIN_PAIRS_PER_FEATURE = 8
 
 # Coalition count above which the budget is never capped (2^M - 2 would not fit comfortably in an int anyway).
 _ENUMERABLE_FEATURES = 40
-
-
-def kernel_shap(
-    model: Model,
-    x: torch.Tensor,
-    *,
-    background: Any = None,
-    target: int | None = None,
-    n_segments: int = 50,
-    segments: Any = None,
-    n_samples: int | None = None,
-    output: OutputSpace = "logits",
-    seed: int = 0,
-    image: Any = None,
-    background_size: int | None = None,
-    chunk_size: int = 128,
-    feature_names: list[str] | None = None,
-    segmentation: str = "slic",
-    interactions: bool | None = None,
-    tol: float | None = None,
-    blur_sigma: float | None = None,
-    segmentation_options: dict[str, Any] | None = None,
-    check_cancel: Callable[[], None] | None = None,
-) -> Explanation:
-    """Shapley values of ``model``'s output ``target`` at ``x``; see :func:`iter_kernel_shap` for the parameters.
-
-    Returns the final :class:`Explanation`: ``weights`` ``(M,)`` the Shapley values (painted on the superpixels
-    as ``attributions`` ``(H, W)``; tabular: ``(F,)``), ``base_value`` ``E[f]`` over the background, with
-    ``weights.sum() + base_value == prediction`` to rounding, and ``stderr`` ``(M,)``.
-    """
-    return last_result(
-        iter_kernel_shap(
-            model,
-            x,
-            background=background,
-            target=target,
-            n_segments=n_segments,
-            segments=segments,
-            n_samples=n_samples,
-            output=output,
-            seed=seed,
-            image=image,
-            background_size=background_size,
-            chunk_size=chunk_size,
-            feature_names=feature_names,
-            segmentation=segmentation,
-            interactions=interactions,
-            tol=tol,
-            blur_sigma=blur_sigma,
-            segmentation_options=segmentation_options,
-            check_cancel=check_cancel,
-            every_chunk=False,
-        )
-    )
 
 
 def iter_kernel_shap(
@@ -129,10 +74,10 @@ def iter_kernel_shap(
 ) -> Iterator[Explanation]:
     """Yield KernelSHAP estimates of ``x``'s Shapley values refined after every chunk of coalitions.
 
+    ``model``, ``x``, ``target``, ``output`` and ``check_cancel`` mean what they mean in :func:`iter_lime`.
+
     Parameters
     ----------
-    model: an ``nn.Module`` or callable mapping a batch to scores ``(N, K)``, or a :class:`ModelAdapter`.
-    x: an image ``(C, H, W)`` or a tabular row ``(F,)`` (a leading batch of 1 is accepted), model-ready.
     background: what absent features take. Rows: a ``(B, F)`` tensor of reference rows (required), ``v(S)``
         being the mean over them, as ``shap.KernelExplainer``. Images: ``"blur"`` (default; Gaussian, sigma
         ``blur_sigma`` pixels, default ``max(H, W) / 8``), ``"mean"``, ``"zero"``, ``"segment_mean"``, a number,
@@ -151,123 +96,45 @@ def iter_kernel_shap(
         on: below that the standard errors are too small (measured in ``benchmarks/RESULTS.md``).
     seed: seeds the coalition sampler on the input's device; the same seed gives the same result (bit-identical
         once the adapter has tuned its CPU batch plan, or always with ``ModelAdapter(model, batch_size=...)``).
-    check_cancel: called between model batches; may raise :class:`livexai.Cancelled`.
     every_chunk: refit and yield after every chunk (False: only the final result, fitted once, as
         :func:`kernel_shap` does; the chunks still stop early with ``tol``).
 
     ``stderr``: stratified sandwich standard error of each value over the random choice of coalitions, with the
     finite-population correction (0 for sizes evaluated in full; all 0 when exact).
     """
-    chunk_size = check_int("chunk_size", chunk_size, 1)
-    if tol is not None:
-        tol = check_float("tol", tol, 0.0, open_low=True)
+    schedule = Schedule.checked(chunk_size, tol, every_chunk, check_cancel)
     if interactions is not None and not isinstance(interactions, bool):
         raise TypeError(f"interactions must be True, False or None (automatic), got {interactions!r}")
     call = prepare(model, x, target=target, output=output, image=image, feature_names=feature_names)
-    space, described = _feature_space(
-        call,
-        image is not None,
-        background,
-        background_size,
-        segments,
-        n_segments,
-        segmentation,
-        segmentation_options,
-        blur_sigma,
-    )
-    kept = None
-    if background_size is not None and described in ("rows", "images"):
-        kept = subsample_indices(space.fill.shape[0], background_size, seed)
-        space.fill = space.fill[kept.to(space.fill.device)]
+    superpixels = Superpixels(n_segments, segments, segmentation, segmentation_options, image, blur_sigma)
+    space, described = _feature_space(call, superpixels, background, background_size)
+    space, kept = _subsample(space, described, background_size, seed)
     m = space.n_features
     budget = _budget(m, n_samples)
-    gen = generator(seed, call.x.device)
-    design = shapley_design(m, budget, gen)
-    use_interactions = (4 <= m <= MAX_INTERACTION_FEATURES) if interactions is None else interactions
-    if use_interactions and m < 3:
-        raise ValueError("interactions=True needs at least 3 features")
-    n_pairs = design.units.shape[0]
-    n_fill = space.fill.shape[0]
-    units = design.units
-    input_shape = tuple(call.x.shape[1:])
-    make_batch = _coalition_inputs(space, units, lambda: call.adapter.layout(input_shape))
-    dtype = solve_dtype(call.x.device)
-    values = torch.empty(1 + 2 * n_pairs, dtype=dtype, device=call.x.device)
-    prediction = call.scores[0, call.target].to(dtype)
+    design = shapley_design(m, budget, generator(seed, call.x.device))
+    run = _PairRegression(call, space, design, _use_interactions(m, interactions))
     params = {
         "n_samples": budget,
-        "background": described,
-        "n_background": n_fill,
-        "background_size": background_size,
-        "background_indices": None if kept is None else kept.tolist(),
+        **_background_params(described, run.layout.n_fill, background_size, kept),
         "seed": seed,
-        "chunk_size": chunk_size,
-        "tol": tol,
+        **schedule.params(),
         "n_enumerated_sizes": design.n_enumerated,
+        **superpixels.params(space),
     }
-    if space.segments is not None:
-        params.update(n_segments=m, segmentation=segmentation if segments is None else "given")
-    ridge: float | None = None
-    selected_at = 0
-    for _, stop, scores in evaluate_chunks(
-        call.adapter,
-        1 + 2 * n_pairs,
-        make_batch,
-        input_shape=input_shape,
-        chunk_size=chunk_size,
-        evals_per_item=n_fill,
-        first=1,
-        align=2,
-        check_cancel=check_cancel,
-    ):
-        start = stop - scores.shape[0] // n_fill
-        values[start:stop] = scores[:, call.target].to(dtype).reshape(-1, n_fill).mean(dim=1)
-        done = (stop - 1) // 2
-        final = stop == len(values)
-        if (done == 0 and not final) or not (every_chunk or tol is not None or final):
-            continue  # only the empty coalition so far, or no partial result wanted
-        base = values[0]
-        counts = torch.bincount(design.strata[:done], minlength=design.population.numel())
-        complete = bool((counts.to(design.population.dtype) == design.population).all())
-        fit_interactions = use_interactions and not complete and done >= m  # enough pairs to fit them
-        if fit_interactions and (ridge is None or final or done >= 4 * selected_at):
-            ridge, selected_at = None, done  # choose the penalty again (leave-one-out) as the sample grows
-        fit = shapley_regression(
-            units[:done],
-            values[1 : 2 * done : 2] - values[2 : 2 * done + 1 : 2],
-            design.strata[:done],
-            design.population,
-            design.kernel,
-            prediction - base,
-            interactions=fit_interactions,
-            ridge=ridge,
-        )
-        if fit_interactions:
-            ridge = fit.ridge
-        spread = float(fit.values.max() - fit.values.min())
-        ratio = float(fit.stderr.max()) / spread if spread > 0 else float("inf")
-        converged = tol is not None and not final and done >= _MIN_PAIRS_PER_FEATURE * m and ratio < tol
-        if not (every_chunk or converged or final):
-            continue
-        yield call.explanation(
-            "kernel_shap",
-            space.paint(fit.values),
-            {
-                **params,
-                "n_samples_done": 2 * done,
-                "exact": complete,
-                "interactions": fit_interactions,
-                "ridge": fit.ridge,
-                "stderr_ratio": ratio,
-                "n_evals_saved": (len(values) - stop) * n_fill if converged else 0,
-            },
-            weights=fit.values,
-            stderr=fit.stderr,
-            segments=space.segments,
-            base_value=float(base),
-        )
-        if converged:
-            return
+    for step in refits(call, run, schedule):
+        yield _explanation(call, space, params, step)
+
+
+kernel_shap = final_result(
+    iter_kernel_shap,
+    "kernel_shap",
+    """Shapley values of ``model``'s output ``target`` at ``x``; see :func:`iter_kernel_shap` for the parameters.
+
+    Returns the final :class:`Explanation`: ``weights`` ``(M,)`` the Shapley values (painted on the superpixels
+    as ``attributions`` ``(H, W)``; tabular: ``(F,)``), ``base_value`` ``E[f]`` over the background, with
+    ``weights.sum() + base_value == prediction`` to rounding, and ``stderr`` ``(M,)``.
+    """,
+)
 
 
 def _budget(m: int, n_samples: int | None) -> int:
@@ -278,58 +145,26 @@ def _budget(m: int, n_samples: int | None) -> int:
     return min(budget, 2**m - 2) if m <= _ENUMERABLE_FEATURES else budget
 
 
-def _coalition_inputs(
-    space: FeatureSpace, units: torch.Tensor, layout: Callable[[], torch.memory_format]
-) -> Callable[[int, int], torch.Tensor]:
-    """``make_batch(start, stop)`` over the flat evaluation sequence: the empty coalition, then each planned pair
-    (a coalition and its complement), each coalition once per background row; images in memory ``layout()``."""
-    n_fill, n_pairs, m = space.fill.shape[0], units.shape[0], space.n_features
-
-    def make_batch(start: int, stop: int) -> torch.Tensor:
-        index = torch.arange(start, stop, device=units.device)
-        item, which = index // n_fill, index % n_fill
-        if n_pairs:
-            masks = units[((item - 1) // 2).clamp(0, n_pairs - 1)]
-        else:
-            masks = torch.zeros(stop - start, m, dtype=torch.bool, device=units.device)
-        masks = masks ^ ((item - 1) % 2 == 1)[:, None]  # the second coalition of a pair is the complement
-        masks = masks & (item > 0)[:, None]  # item 0 is the empty coalition
-        return space.inputs(masks, which if n_fill > 1 else None, layout())  # None: one fill, no gather
-
-    return make_batch
+def _use_interactions(m: int, interactions: bool | None) -> bool:
+    """Whether to fit third-order terms: as asked, else for 4 to :data:`MAX_INTERACTION_FEATURES` features."""
+    use = (4 <= m <= MAX_INTERACTION_FEATURES) if interactions is None else interactions
+    if use and m < 3:
+        raise ValueError("interactions=True needs at least 3 features")
+    return use
 
 
 def _feature_space(
-    call: PreparedCall,
-    has_image: bool,
-    background: Any,
-    background_size: int | None,
-    segments: Any,
-    n_segments: Any,
-    segmentation: str,
-    segmentation_options: dict[str, Any] | None,
-    blur_sigma: float | None,
+    call: PreparedCall, superpixels: Superpixels, background: Any, background_size: int | None
 ) -> tuple[FeatureSpace, object]:
-    """Features and the background set: columns + reference rows, or superpixels + baseline/reference images."""
-    x = call.x
+    """Features and the background set, and how to record it: columns + reference rows (``"rows"``), or
+    superpixels + reference images (``"images"``) or one baseline image (its description)."""
     if call.kind == "tabular":
-        if background is None:
-            raise ValueError(
-                "kernel_shap on a tabular row needs background=(B, F) reference rows (e.g. 50-100 training rows): "
-                "absent features take their values from them"
-            )
-        if isinstance(background, str):
-            raise ValueError(f"background={background!r} applies to images; for rows pass a (B, F) tensor")
-        rows = background_rows(background, x)
-        return FeatureSpace(x=x, segments=None, n_features=x.shape[1], fill=rows), "rows"
-    source = call.image if has_image else x
-    labels, count = image_segments(segments, source, x, n_segments, segmentation, segmentation_options or {})
+        return FeatureSpace.columns(call.x, _reference_rows(call.x, background)), "rows"
     if background is None:
         background = "blur"
     is_number = isinstance(background, (int, float)) and not isinstance(background, bool)
     if not (isinstance(background, str) or is_number):
-        fill = background_images(background, x)
-        return FeatureSpace(x=x, segments=labels, n_features=count, fill=fill), "images"
+        return superpixels.space(call, None, background), "images"
     if isinstance(background, str) and background not in BASELINES:
         raise ValueError(
             f"unknown background {background!r}; expected one of {', '.join(map(repr, BASELINES))}, a number, "
@@ -337,5 +172,123 @@ def _feature_space(
         )
     if background_size is not None:  # one baseline image: nothing to summarise
         check_int("background_size", background_size, 1)
-    fill = image_fill(x, background, labels, blur_sigma)
-    return FeatureSpace(x=x, segments=labels, n_features=count, fill=fill), describe(background)
+    return superpixels.space(call, background), describe(background)
+
+
+def _reference_rows(x: torch.Tensor, background: Any) -> torch.Tensor:
+    """The background rows ``(B, F)`` a tabular KernelSHAP needs: absent columns take their values."""
+    if background is None:
+        raise ValueError(
+            "kernel_shap on a tabular row needs background=(B, F) reference rows (e.g. 50-100 training rows): "
+            "absent features take their values from them"
+        )
+    if isinstance(background, str):
+        raise ValueError(f"background={background!r} applies to images; for rows pass a (B, F) tensor")
+    return background_rows(background, x)
+
+
+def _subsample(
+    space: FeatureSpace, described: object, background_size: int | None, seed: int
+) -> tuple[FeatureSpace, torch.Tensor | None]:
+    """Keep ``background_size`` of the reference rows/images (nested in the size, see :func:`subsample_indices`)
+    and say which; a single baseline image is kept as is."""
+    if background_size is None or described not in ("rows", "images"):
+        return space, None
+    kept = subsample_indices(space.fill.shape[0], background_size, seed)
+    return replace(space, fill=space.fill[kept.to(space.fill.device)]), kept
+
+
+def _background_params(
+    described: object, n_fill: int, background_size: int | None, kept: torch.Tensor | None
+) -> dict[str, Any]:
+    """What an Explanation records about the background set: its kind, its size, which rows were kept."""
+    return {
+        "background": described,
+        "n_background": n_fill,
+        "background_size": background_size,
+        "background_indices": None if kept is None else kept.tolist(),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class _PairFit:
+    """A KernelSHAP refit: Shapley values ``(M,)`` and their standard errors, the ridge penalty on the third-order
+    terms (None: none fitted), ``v(empty)`` as the base value, and whether the values are exact."""
+
+    values: torch.Tensor
+    stderr: torch.Tensor
+    ridge: float | None
+    base: float
+    exact: bool
+    interactions: bool
+
+
+class _PairRegression:
+    """KernelSHAP's plug-in for the progressive engine: the pairs of ``design`` laid out over the fill rows of
+    ``space``, refitted on the first ``done`` pairs.
+
+    The ridge penalty of the third-order terms is kept between refits and chosen again (leave-one-out) whenever
+    the pairs have grown 4-fold since it was last chosen, and on the final refit.
+    """
+
+    def __init__(
+        self, call: PreparedCall, space: FeatureSpace, design: ShapleyDesign, use_interactions: bool
+    ) -> None:
+        self.space = space
+        self.design = design
+        self.layout = PairLayout(design.units, space.fill.shape[0])
+        self.prediction = call.scores[0, call.target].to(solve_dtype(call.x.device))
+        self.use_interactions = use_interactions
+        self.ridge: float | None = None
+        self.selected_at = 0
+
+    @property
+    def sequence(self) -> FlatSequence:
+        """The empty coalition, then the planned pairs, each coalition once per fill row."""
+        return self.layout.sequence
+
+    @property
+    def min_done(self) -> int:
+        """Pairs from which the stop rule trusts the standard errors."""
+        return _MIN_PAIRS_PER_FEATURE * self.space.n_features
+
+    def inputs(self, start: int, stop: int, memory_format: torch.memory_format) -> torch.Tensor:
+        """Model inputs of evaluations ``start..stop`` of the sequence."""
+        masks, rows = self.layout.masks(start, stop), self.layout.fill_rows(start, stop)
+        return self.space.inputs(masks, rows, memory_format)
+
+    def fit(self, values: torch.Tensor, done: int, final: bool) -> _PairFit:
+        """Fit the first ``done`` pairs from the item values ``(1 + 2 P,)`` (item 0: the empty coalition)."""
+        design, base = self.design, values[0]
+        complete = design.complete(done)
+        interactions = self.use_interactions and not complete and done >= design.units.shape[1]
+        if interactions and (self.ridge is None or final or done >= 4 * self.selected_at):
+            self.ridge, self.selected_at = None, done  # choose the penalty again as the sample grows
+        fit = shapley_regression(
+            design.units[:done],
+            self.layout.differences(values, done),
+            design.strata[:done],
+            design.population,
+            design.kernel,
+            self.prediction - base,
+            interactions=interactions,
+            ridge=self.ridge,
+        )
+        if interactions:
+            self.ridge = fit.ridge
+        return _PairFit(fit.values, fit.stderr, fit.ridge, float(base), complete, interactions)
+
+
+def _explanation(
+    call: PreparedCall, space: FeatureSpace, params: dict[str, Any], step: Step[_PairFit]
+) -> Explanation:
+    """Package a refit: the Shapley values as weights, ``v(empty)`` as base value, evaluations counted as coalitions."""
+    fit = step.fit
+    shap_params = {
+        **params,
+        "n_samples_done": 2 * step.done,
+        "exact": fit.exact,
+        "interactions": fit.interactions,
+        "ridge": fit.ridge,
+    }
+    return step.explanation(call, "kernel_shap", space, shap_params, base_value=fit.base)
