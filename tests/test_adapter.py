@@ -7,7 +7,7 @@ import torch
 from conftest import CountingModel, assert_unchanged, snapshot
 from torch import nn
 
-from livexai._adapter import Cancelled, ModelAdapter, eval_mode
+from livexai._adapter import Cancelled, ModelAdapter, model_lock
 from livexai._call import prepare
 
 
@@ -32,7 +32,7 @@ def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> N
     inputs = torch.rand(300, 3, 16, 16)
     adapter = ModelAdapter(model)
     scores = adapter.evaluate(300, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
-    with eval_mode(model), torch.no_grad():
+    with model_lock(model).hold(model), torch.no_grad():
         expected = model(inputs)
     assert torch.allclose(scores, expected, atol=1e-5)
     assert adapter.n_evals == 300
@@ -198,7 +198,7 @@ def test_cuda_model_runs_on_cuda() -> None:
     scores = adapter.evaluate(600, lambda a, b: inputs[a:b], input_shape=(3, 16, 16))
     assert scores.device.type == "cuda"
     assert adapter._known(("layout", (3, 16, 16), str(adapter.device), None)) is not None  # the probe ran
-    with eval_mode(model), torch.no_grad():
+    with model_lock(model).hold(model), torch.no_grad():
         assert torch.allclose(scores, model(inputs), atol=1e-4)
 
 

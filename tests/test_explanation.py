@@ -72,3 +72,8 @@ def test_plots_return_figures() -> None:
     )
     bars = rows.plot()
     assert [label.get_text() for label in bars.axes[0].get_yticklabels()] == ["a", "b"]
+
+
+def test_results_holding_tensors_compare_by_identity() -> None:
+    first = Explanation("fake", 0, torch.zeros(2, 2), 0.0)
+    assert first == first and first != Explanation("fake", 0, torch.zeros(2, 2), 0.0)  # no tensor == raised

@@ -38,15 +38,20 @@ def test_wheel_contains_the_front_end(tmp_path: Path) -> None:
     assert any(name.startswith("livexai/models/weights/") for name in names)
 
 
-def test_import_is_fast_and_imports_no_widget_or_browser_code() -> None:
+def test_import_imports_no_widget_or_browser_code() -> None:
+    """The headless core stays headless (how long the import takes is measured in benchmarks/, not here)."""
     code = (
-        "import sys, time; began = time.perf_counter(); import livexai; elapsed = time.perf_counter() - began\n"
-        f"import importlib; [importlib.import_module(m) for m in {CORE_MODULES!r}]\n"
+        "import sys, importlib, livexai\n"
+        f"[importlib.import_module(m) for m in {CORE_MODULES!r}]\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('anywidget', 'ipywidgets', 'traitlets', 'IPython', 'matplotlib') or m.startswith('livexai.widgets'))\n"
-        "print(elapsed); print(heavy)"
+        "print(heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    elapsed, heavy = result.stdout.strip().splitlines()
-    assert heavy == "[]", f"the headless core imported {heavy}"
-    assert float(elapsed) < 2.0, f"import livexai took {float(elapsed):.2f} s"
+    assert result.stdout.strip() == "[]", f"the headless core imported {result.stdout.strip()}"
+
+
+def test_tab_completion_lists_the_lazily_imported_widgets() -> None:
+    import livexai
+
+    assert {"Explorer", "LimeWidget", "ShapWidget", "LayerWidget", "lime", "datasets"} <= set(dir(livexai))

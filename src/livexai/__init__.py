@@ -59,6 +59,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names, lazily imported widgets included, so ``livexai.<TAB>`` lists them."""
+    return sorted({*__all__, "datasets", "models"})
+
+
 def __getattr__(name: str) -> Any:
     if name in _WIDGETS:
         return getattr(import_module(_WIDGETS[name], __name__), name)

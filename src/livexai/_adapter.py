@@ -8,8 +8,10 @@ training flags restored, no hooks, no parameter or ``requires_grad`` change, no 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, Literal
@@ -24,7 +26,7 @@ OutputSpace = Literal["logits", "probs"]
 OUTPUT_SPACES: tuple[str, ...] = ("logits", "probs")
 
 # CPU batch sizes tried, in order, on the first large call for a given model and input shape. The fastest
-# per-sample size is remembered: on a 2-core CPU batch 10 beat batch 100 (see shared/recipes/peers.md).
+# per-sample size is remembered: on a 2-core CPU batch 10 beat batch 100 (see benchmarks/RESULTS.md).
 _CPU_CANDIDATES = (8, 16, 32, 64, 128)
 _CPU_DEFAULT = 32
 # Channels-last is kept only if it is at least this much faster (a smaller gain may be timing noise).
@@ -50,35 +52,131 @@ _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 # autocast dtype).
 # Weak keys: forgetting a model frees it.
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+# Guards the registries shared by all models (``_tuned``, ``_locks``); each model's own state has its lock.
+_registry_guard = threading.Lock()
 
 
 class Cancelled(Exception):
     """Raised by a cancellation check to abandon a computation between batches."""
 
 
-@contextmanager
-def eval_mode(model: object) -> Iterator[None]:
-    """Switch every submodule of ``model`` to eval mode, and restore each one's own flag afterwards.
+def switch_to_eval(model: object) -> list[tuple[nn.Module, bool]]:
+    """Put every submodule of ``model`` in eval mode; return the flags to give back to :func:`restore_modes`.
 
-    Flags are restored per module (not with ``model.train()``) so a model that was partly in eval mode, a common
-    fine-tuning set-up with frozen batch norm, comes back exactly as it was.
+    Flags are kept per module (not restored with ``model.train()``) so a model that was partly in eval mode, a
+    common fine-tuning set-up with frozen batch norm, comes back exactly as it was. A model already wholly in
+    eval mode, the usual case, is left untouched (and the call is fast).
     """
     if not isinstance(model, nn.Module):
-        yield
-        return
+        return []
     flags = [(module, module.training) for module in model.modules()]
-    if not any(
-        flag for _, flag in flags
-    ):  # already in eval mode, as usual: nothing to switch (and it is fast)
-        yield
-        return
+    if not any(flag for _, flag in flags):
+        return []
     model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            if module.training != flag:
-                module.training = flag
+    return flags
+
+
+def restore_modes(flags: list[tuple[nn.Module, bool]]) -> None:
+    """Give each module back the training flag :func:`switch_to_eval` recorded."""
+    for module, flag in flags:
+        if module.training != flag:
+            module.training = flag
+
+
+class ModelLock:
+    """The one lock of a model: its holder runs the model, in eval mode, while every other thread waits.
+
+    Eval mode belongs to the lock, not to a caller: the first entry of the holding thread switches the model to
+    eval, its last exit restores each module's flag. Without this, one thread restoring training mode while
+    another still computed let batch norm update its running statistics on the user's model.
+
+    Re-entrant for the holding thread; granted first come, first served. Long computations call
+    :meth:`let_others_run` between batches, so a cell's call made while a widget computes waits for one batch,
+    not for the widget's whole job.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._queue: deque[object] = deque()  # tickets of the threads waiting, in arrival order
+        self._flags: list[tuple[nn.Module, bool]] = []
+
+    @contextmanager
+    def hold(self, model: object) -> Iterator[None]:
+        """Hold the lock, with ``model`` in eval mode, for the block (re-entrant)."""
+        self._acquire(model)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def let_others_run(self, model: object) -> None:
+        """Hand the lock to the threads waiting for it, if any, and take it back after them.
+
+        Only at the outermost level: an inner block (hooks registered, a backward pass pending) keeps it.
+        """
+        with self._state:
+            if self._owner != threading.get_ident() or self._depth != 1 or not self._queue:
+                return
+        self._release()
+        self._acquire(model)
+
+    def _acquire(self, model: object) -> None:
+        me = threading.get_ident()
+        with self._state:
+            if self._owner == me:
+                self._depth += 1
+                return
+            ticket = object()
+            self._queue.append(ticket)
+            try:
+                while self._owner is not None or self._queue[0] is not ticket:
+                    self._state.wait()
+            except BaseException:  # e.g. KeyboardInterrupt while waiting: give the turn to the next thread
+                self._queue.remove(ticket)
+                self._state.notify_all()
+                raise
+            self._queue.popleft()
+            self._owner, self._depth = me, 1
+        try:
+            self._flags = switch_to_eval(model)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        with self._state:
+            self._depth -= 1
+            if self._depth:
+                return
+            flags, self._flags = self._flags, []
+        try:
+            restore_modes(flags)
+        finally:
+            with self._state:
+                self._owner = None
+                self._state.notify_all()
+
+
+# One lock per model, shared by every adapter over it (weak keys: forgetting a model frees its lock).
+_locks: weakref.WeakKeyDictionary[object, ModelLock] = weakref.WeakKeyDictionary()
+
+
+def model_lock(model: object) -> ModelLock:
+    """The lock of ``model`` (of the object a bound method belongs to): created once, then shared.
+
+    A callable that cannot be weakly referenced gets a lock of its own, which only its own adapter uses.
+    """
+    owner = getattr(model, "__self__", model)
+    with _registry_guard:
+        try:
+            lock = _locks.get(owner)
+            if lock is None:
+                lock = _locks[owner] = ModelLock()
+        except TypeError:
+            lock = ModelLock()
+    return lock
 
 
 def _identity(x: torch.Tensor) -> tuple:
@@ -197,6 +295,7 @@ class ModelAdapter:
         if autocast is not None and autocast not in _AUTOCAST_DTYPES:
             raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got {autocast!r}")
         self.autocast = autocast
+        self._lock = model_lock(model)
         self._plans: dict[tuple, Any] = {}
         # (source tensor kept alive, its identity key, model-ready copy, scores): f(x) is computed once per input.
         self._cached: tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor | None] | None = None
@@ -208,12 +307,13 @@ class ModelAdapter:
         The same unmodified input (same memory, shape and version) gives back the same prepared tensor, so a
         widget that recomputes on one input moves it once and runs f(x) once.
         """
-        key = _identity(x)
-        if self._cached is not None and self._cached[1] == key:
-            return self._cached[2]
-        prepared = x.detach().to(device=self.device, dtype=self.dtype)
-        self._cached = (x, key, prepared, None)
-        return prepared
+        with self.session():
+            key = _identity(x)
+            if self._cached is not None and self._cached[1] == key:
+                return self._cached[2]
+            prepared = x.detach().to(device=self.device, dtype=self.dtype)
+            self._cached = (x, key, prepared, None)
+            return prepared
 
     def _to_output_space(self, raw: object, n: int) -> torch.Tensor:
         if not isinstance(raw, torch.Tensor):
@@ -241,11 +341,12 @@ class ModelAdapter:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    @contextmanager
-    def session(self) -> Iterator[None]:
-        """Eval mode for the duration of a computation, previous flags restored afterwards."""
-        with eval_mode(self.model):
-            yield
+    def session(self) -> AbstractContextManager[None]:
+        """Hold the model's lock, with the model in eval mode, for a computation (re-entrant).
+
+        Every use of the model goes through here, from cells, widgets and threads alike: see :class:`ModelLock`.
+        """
+        return self._lock.hold(self.model)
 
     def scores(
         self, x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -255,22 +356,23 @@ class ModelAdapter:
         ``compute(x)`` replaces the plain no-grad forward when the scores are not cached: a gradient method passes
         its own hooked forward with autograd, so f(x) and the gradients come from one pass, not two.
         """
-        cached = self._cached
-        if (
-            cached is not None
-            and cached[2] is x
-            and cached[3] is not None
-            and cached[1] == _identity(cached[0])
-        ):
-            return cached[3]
-        if compute is None:
-            with self.session(), torch.inference_mode(), self.reduced_precision():
-                result = self.forward(x)
-        else:
-            result = compute(x).detach()
-        if cached is not None and cached[2] is x:
-            self._cached = (*cached[:3], result)
-        return result
+        with self.session():
+            cached = self._cached
+            if (
+                cached is not None
+                and cached[2] is x
+                and cached[3] is not None
+                and cached[1] == _identity(cached[0])
+            ):
+                return cached[3]
+            if compute is None:
+                with torch.inference_mode(), self.reduced_precision():
+                    result = self.forward(x)
+            else:
+                result = compute(x).detach()
+            if cached is not None and cached[2] is x:
+                self._cached = (*cached[:3], result)
+            return result
 
     # -- batched evaluation -------------------------------------------------------------------------------
     def evaluate(
@@ -317,7 +419,8 @@ class ModelAdapter:
         retried); on a CPU the first large call times a few sizes on its real work (see :class:`_Tuning`) and keeps
         the fastest. The layout is the one :meth:`evaluate` chose for these inputs (contiguous until then).
         ``batch_size`` fixes the starting size.
-        ``check_cancel`` is called between batches and may raise :class:`Cancelled`.
+        ``check_cancel`` is called between batches and may raise :class:`Cancelled`; between batches, too,
+        threads waiting for the model's lock get their turn (:meth:`ModelLock.let_others_run`).
         """
         key = (purpose, tuple(input_shape), str(self.device), self.autocast)
         batch_size = batch_size if batch_size is not None else self.batch_size
@@ -334,6 +437,8 @@ class ModelAdapter:
             plan = (default, layout)
         start = 0
         while start < n:
+            if start:
+                self._lock.let_others_run(self.model)
             if check_cancel is not None:
                 check_cancel()
             current = tuning.next_plan if tuning is not None else plan
@@ -414,7 +519,8 @@ class ModelAdapter:
         if key in self._plans:
             return self._plans[key]
         try:
-            return _tuned.get(self.model, {}).get(key)
+            with _registry_guard:
+                return _tuned.get(self.model, {}).get(key)
         except TypeError:  # a callable that cannot be weakly referenced
             return None
 
@@ -422,7 +528,7 @@ class ModelAdapter:
         """Keep a tuned plan, trials in progress or a layout for this model (also for later adapters over it)."""
         self._plans.pop(("trials", *key), None)
         self._plans[key] = value
-        with suppress(TypeError):
+        with suppress(TypeError), _registry_guard:
             shared = _tuned.setdefault(self.model, {})
             shared.pop(("trials", *key), None)
             shared[key] = value

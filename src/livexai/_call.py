@@ -19,7 +19,7 @@ from ._inputs import InputKind, as_single_input, display_image, resolve_target
 from .explanation import Explanation
 
 
-@dataclass
+@dataclass(eq=False)
 class PreparedCall:
     """A validated input ready for a method: ``x`` ``(1, ...)`` on the model's device, the target, f(x)."""
 

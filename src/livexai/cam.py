@@ -144,10 +144,11 @@ def grad_cam(
     adapter = as_adapter(model, output)
     name, module = resolve_layer(adapter.model, layer)
     forward = _HookedForward(adapter, module)
-    call_ = prepare(
-        adapter, x, target=target, output=output, image=image, expect="image", compute_scores=forward
-    )
-    activation, gradient = _activation_and_gradient(forward, call_.x, name, call_.target, call)
+    with adapter.session():  # the forward pass and its backward pass under one hold of the model's lock
+        call_ = prepare(
+            adapter, x, target=target, output=output, image=image, expect="image", compute_scores=forward
+        )
+        activation, gradient = _activation_and_gradient(forward, call_.x, name, call_.target, call)
     maps_a = as_maps(activation, name, reshape)
     maps_g = reshape(gradient) if reshape is not None else gradient
     if maps_g.shape != maps_a.shape:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     """One explanation of one input for one output.
 

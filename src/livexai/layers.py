@@ -253,7 +253,7 @@ def pick_call(outputs: list[Any], call: int, name: str) -> Any:
     return outputs[call]
 
 
-@dataclass
+@dataclass(eq=False)
 class Activations:
     """What one layer outputs on one input.
 
