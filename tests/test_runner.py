@@ -207,22 +207,33 @@ def test_cancel_drops_pending_and_running_work() -> None:
     assert owner.applied == []
 
 
-def test_exclusive_waits_for_the_running_job() -> None:
+def test_an_update_that_fails_to_apply_reaches_the_error_handler_and_the_owner_goes_idle() -> None:
     runner = Runner()
     owner = Owner()
-    events: list[str] = []
-    started = threading.Event()
 
-    def work(context: JobContext) -> None:
-        started.set()
-        time.sleep(0.1)
-        events.append("job done")
+    def broken_apply() -> None:
+        raise ValueError("the panel could not be drawn")
 
-    runner.submit(owner, work)
-    started.wait(5)
-    with runner.exclusive():
-        events.append("exclusive")
-    assert events == ["job done", "exclusive"]
+    runner.submit(owner, lambda context: context.post(broken_apply), on_error=owner.fail)
+    assert runner.wait(owner, timeout=10)
+    assert owner.errors == ["ValueError: the panel could not be drawn"]
+
+
+def test_updates_are_applied_without_holding_the_runners_lock() -> None:
+    runner = Runner()
+    owner = Owner()
+    answered: list[bool] = []
+
+    def apply() -> None:  # a trait observer that asks the runner something from another thread
+        asker = threading.Thread(target=lambda: answered.append(runner.busy(owner)))
+        asker.start()
+        asker.join(5)
+        owner.record("applied")
+
+    runner.submit(owner, lambda context: context.post(apply))
+    assert runner.wait(owner, timeout=10)
+    assert owner.applied == ["applied"]
+    assert answered == [True]  # the other thread got an answer while the update was being applied
 
 
 def test_describe_error_is_one_readable_line() -> None:

@@ -19,7 +19,8 @@ import traitlets
 from torch import nn
 
 from livexai import Explanation
-from livexai.widgets._base import ExplainerWidget, Param, _static_path, label_names, panel
+from livexai.widgets._base import ExplainerWidget, _static_path, label_names, panel
+from livexai.widgets._params import ChoiceParam, FloatParam, IntParam
 from livexai.widgets._runner import JobContext
 from livexai.widgets._serialize import WIRE_DTYPES, from_wire, image_to_wire, to_wire
 
@@ -87,24 +88,13 @@ def fake_map(
 
 class FakeWidget(ExplainerWidget):
     kind = traitlets.Unicode("lime").tag(sync=True)
-    n_segments = traitlets.Int(4).tag(sync=True)
-    scale = traitlets.Float(1.0).tag(sync=True)
-    mode = traitlets.Unicode("plain").tag(sync=True)
+    n_segments = IntParam(4, "superpixels", low=1, high=16)
+    scale = FloatParam(1.0, "scale", low=0.0, high=10.0, open_low=True)
+    mode = ChoiceParam("plain", "mode", choices=("plain", "fail"))
 
     def __init__(self, *args: Any, chunks: int = 4, delay: float = 0.002, **kwargs: Any) -> None:
         self.chunks, self.delay, self.computed = chunks, delay, []
         super().__init__(*args, **kwargs)
-
-    def _param_specs(self) -> list[Param]:
-        return [
-            Param("n_segments", "int", "superpixels", low=1, high=16),
-            Param("scale", "float", "scale", low=0.0, high=10.0, open_low=True),
-            Param("mode", "choice", "mode", choices=("plain", "fail")),
-        ]
-
-    @traitlets.validate("n_segments", "scale", "mode")
-    def _check(self, proposal: dict[str, Any]) -> Any:
-        return self._validate_trait(proposal)
 
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
         self.computed.append(request)
@@ -518,7 +508,7 @@ def background() -> torch.Tensor:
 
 
 def test_shap_widget_gradient_matches_gradient_shap(model, x, background) -> None:
-    from livexai._perturb import subsample_indices
+    from livexai._features import subsample_indices
     from livexai.gradients import gradient_shap
     from livexai.widgets import ShapWidget
 
@@ -548,7 +538,7 @@ def test_shap_widget_checks_the_background(model, x) -> None:
         ShapWidget(model, x, background=torch.rand(2, 3, 8, 8))
     with pytest.raises(TypeError, match="background must be a tensor"):
         ShapWidget(model, x, background=[1, 2])
-    with pytest.raises(TypeError, match="unexpected parameters"):
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
         ShapWidget(model, x, background=torch.rand(2, 3, 16, 16), kernel_width=1.0)
 
 
@@ -607,6 +597,51 @@ def test_explorer_compares_four_methods(model, background) -> None:
     widget.wait(120)
 
 
+def test_explorer_shows_the_new_image_even_when_a_newer_request_cancels_its_first_job(
+    model, background
+) -> None:
+    """The picture of a newly selected image is posted by the first job; a newer request may cancel that job
+    before the kernel applies its update, and the next job must then post the picture again."""
+    import asyncio
+
+    from livexai.widgets import Explorer
+    from livexai.widgets._runner import Runner
+
+    runner = Runner()
+
+    async def main() -> Explorer:
+        widget = Explorer(model, background[:3], n_segments=6, n_samples=60, runner=runner)
+        widget.wait(120)
+        widget.selected = 1
+        for _ in range(10_000):  # the loop is blocked here: the first job's update waits in the outbox
+            if runner._outbox:
+                break
+            time.sleep(0.001)
+        widget.target = 2  # a newer request cancels that job before its update is applied
+        widget.wait(120)
+        return widget
+
+    widget = asyncio.run(main())
+    runner.shutdown()
+    expected = Explorer(model, background[1:2], n_segments=6, n_samples=60, runner=runner)
+    assert widget.image == expected.image
+    assert widget.predictions == expected.predictions
+    assert all(result.target == 2 for result in widget.explanation.values())
+
+
+def test_a_widget_whose_result_cannot_be_applied_shows_the_error(model, x) -> None:
+    widget = FakeWidget(model, x)
+    widget.wait(10)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the result could not be applied")
+
+    widget._finish = refuse  # type: ignore[method-assign]
+    widget.n_segments = 5
+    widget.wait(10)
+    assert widget.status == "error" and "could not be applied" in widget.error
+
+
 def test_explorer_shows_a_failing_method_and_keeps_the_others(background) -> None:
     from livexai.widgets import Explorer
 
@@ -635,5 +670,5 @@ def test_lime_widget_keeps_a_tensor_baseline_as_custom(model, x) -> None:
     explanation = widget.wait(30)
     direct = lime_module.lime(model, x, baseline="zero", n_segments=6, n_samples=120, seed=3)
     torch.testing.assert_close(explanation.attributions, direct.attributions)
-    with pytest.raises(TypeError, match="unexpected parameters"):
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
         LimeWidget(model, x, background_size=3)

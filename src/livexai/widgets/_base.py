@@ -4,7 +4,8 @@ A widget is a thin view over the headless core. Its parameter traits mirror a me
 observer only records a request, the shared runner (``_runner.py``) computes it off the kernel's thread, and the
 result comes back as binary buffers (``_serialize.py``) that ``js/widget.js`` draws. Nothing numerical lives here.
 
-Trait names shared with the front end are listed in ``SYNCED`` below and in ``TRAITS`` in ``js/widget.js``.
+Trait names shared with the front end are the widgets' synced traits here and ``TRAITS`` in ``js/widget.js``;
+``tests/test_frontend_contract.py`` checks that the two agree.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 import anywidget
 import torch
 import traitlets
+from typing_extensions import NotRequired
 
 from .._adapter import Model, ModelAdapter
 from .._call import prepare
-from .._inputs import check_choice, check_float, check_int
+from ._params import Control, Fixed, IntParam, params_of
 from ._runner import JobContext, Runner, describe_error, shared_runner
-from ._serialize import image_to_wire, to_wire
+from ._serialize import WireArray, image_to_wire, to_wire
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,22 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
 
-# Trait names the front end reads or writes (js/widget.js, TRAITS). Subclasses add their parameters.
-SYNCED = (
-    "kind",
-    "title",
-    "status",
-    "error",
-    "progress",
-    "elapsed_ms",
-    "n_evals",
-    "image",
-    "panels",
-    "predictions",
-    "target",
-    "controls",
-)
-STATUSES = ("idle", "computing", "error")
+# What a widget's ``explanation`` holds: an Explanation, an Activations, or the Explorer's dict of them.
+ResultT = TypeVar("ResultT")
+# How many of the most probable classes the prediction list shows.
+TOP_PREDICTIONS = 5
+
 # Methods whose maps are signed (diverging colour map); the rest are non-negative (sequential colour map).
 SIGNED_METHODS = ("lime", "kernel_shap", "gradient_shap")
 
@@ -65,52 +56,6 @@ def _static_path(name: str) -> Path:
         f"livexai's front end {name!r} is missing: looked in {package / 'static'} and {package.parents[1] / 'js'}; "
         "reinstall livexai"
     )
-
-
-@dataclass(frozen=True)
-class Param:
-    """A widget parameter: how to check a value (from Python or the browser) and how to draw its control.
-
-    ``low``/``high`` bound what is accepted; ``ui_low``/``ui_high``/``step`` set the slider's range, which can
-    be narrower (a slider spanning 2..10000 would be unusable; the Python API still accepts the full range).
-    """
-
-    name: str
-    kind: Literal["int", "float", "choice"]
-    label: str
-    low: float | None = None
-    high: float | None = None
-    ui_low: float | None = None
-    ui_high: float | None = None
-    step: float | None = None
-    choices: tuple[str, ...] = ()
-    open_low: bool = False
-    ui: bool = (
-        True  # False: checked like the others, but drawn by the view itself (e.g. the Explorer's strip)
-    )
-
-    def check(self, value: Any) -> Any:
-        """The validated value; a ``TypeError``/``ValueError`` with a readable message otherwise."""
-        if self.kind == "int":
-            if isinstance(value, float) and value.is_integer():  # JSON from the browser may carry 5.0
-                value = int(value)
-            return check_int(
-                self.name, value, int(self.low or 0), None if self.high is None else int(self.high)
-            )
-        if self.kind == "float":
-            return check_float(self.name, value, float(self.low or 0.0), self.high, open_low=self.open_low)
-        return check_choice(self.name, value, self.choices)
-
-    def control(self) -> dict[str, Any]:
-        """The control's description for the front end (``controls`` trait)."""
-        spec: dict[str, Any] = {"name": self.name, "kind": self.kind, "label": self.label}
-        if self.kind == "choice":
-            spec["choices"] = list(self.choices)
-        else:
-            spec["min"] = self.ui_low if self.ui_low is not None else self.low
-            spec["max"] = self.ui_high if self.ui_high is not None else self.high
-            spec["step"] = self.step if self.step is not None else (1 if self.kind == "int" else 0.01)
-        return spec
 
 
 def label_names(labels: Any, n_outputs: int) -> list[str]:
@@ -131,7 +76,35 @@ def label_names(labels: Any, n_outputs: int) -> list[str]:
     return names[:n_outputs]
 
 
-def top_predictions(scores: torch.Tensor, names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
+class Prediction(TypedDict):
+    """One bar of the prediction list (``Prediction`` typedef in ``js/widget.js``)."""
+
+    index: int
+    label: str
+    probability: float
+
+
+class Panel(TypedDict):
+    """One drawn map (``Panel`` typedef in ``js/widget.js``, drawn by its panels section)."""
+
+    key: str
+    title: str
+    status: str  # "computing", "partial", "done" or "error"
+    progress: float
+    note: str
+    method: str | None
+    map: WireArray | None  # the attribution map (H, W), or (F,) for rows
+    segments: WireArray | None  # superpixel labels (H, W), for the browser's top-k and sign filters
+    weights: WireArray | None  # one weight per superpixel
+    signed: bool
+    elapsed_ms: float
+    n_evals: int
+    target: int | None
+    channels: NotRequired[WireArray]  # activations only: the strongest channels (k, h, w)
+    channel_ids: NotRequired[WireArray]  # and their indices (k,)
+
+
+def top_predictions(scores: torch.Tensor, names: Sequence[str], k: int = TOP_PREDICTIONS) -> list[Prediction]:
     """The ``k`` most probable classes of scores ``(1, K)`` as ``{index, label, probability}`` (softmax of logits)."""
     probabilities = torch.softmax(scores[0].detach().float(), dim=0).to("cpu")
     values, indices = probabilities.topk(min(k, probabilities.numel()))
@@ -149,12 +122,9 @@ def panel(
     status: str = "done",
     progress: float = 1.0,
     note: str = "",
-) -> dict[str, Any]:
-    """One drawn map for the front end: the attribution map, superpixels and weights as binary buffers.
-
-    The keys are read by ``drawPanel`` (and ``drawChannels``) in ``js/widget.js``.
-    """
-    entry: dict[str, Any] = {
+) -> Panel:
+    """One drawn map for the front end: the attribution map, superpixels and weights as binary buffers."""
+    entry: Panel = {
         "key": key,
         "title": title,
         "status": status,
@@ -187,19 +157,33 @@ def panel(
     return entry
 
 
-class ExplainerWidget(anywidget.AnyWidget):
+class WidgetOptions(TypedDict, total=False):
+    """Keywords every widget takes besides its parameters (see each widget's own ``...Options``)."""
+
+    image: Any  # a display image for the overlays; derived from ``x`` when None
+    labels: Any  # class names: a list, or a dict {index: name}
+    runner: Runner  # the background worker (default: the one shared by all widgets)
+    target: int | None  # the class to explain (None: the top class)
+
+
+class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
     """Base class: the traits and machinery every livexai widget shares.
 
-    Subclasses set ``kind`` (which view the front end draws), declare their parameters in :meth:`_param_specs`,
-    and compute in :meth:`_compute`, which runs on the runner's thread and posts results with ``context.post``.
+    A subclass sets ``kind`` (which view the front end draws) and declares its parameters once, as
+    :class:`~livexai.widgets._params.Param` traits, and the settings fixed at creation in ``FIXED``; it computes
+    in :meth:`_compute`, which runs on the runner's thread and posts results with ``context.post``. Keywords
+    that are neither are refused with the list of those accepted.
     """
 
     _esm = _static_path("widget.js")
     _css = _static_path("widget.css")
 
+    # Settings fixed at creation (keyword -> default and check), handed to the core as they are.
+    FIXED: ClassVar[dict[str, Fixed]] = {}
+
     kind = traitlets.Unicode("").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
-    status = traitlets.Unicode("idle").tag(sync=True)
+    status = traitlets.Unicode("idle").tag(sync=True)  # "idle", "computing" or "error"
     error = traitlets.Unicode("").tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)
     elapsed_ms = traitlets.Float(0.0).tag(sync=True)
@@ -207,45 +191,51 @@ class ExplainerWidget(anywidget.AnyWidget):
     image = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     panels = traitlets.List(traitlets.Dict()).tag(sync=True)
     predictions = traitlets.List(traitlets.Dict()).tag(sync=True)
-    target = traitlets.Int(None, allow_none=True).tag(sync=True)
     controls = traitlets.List(traitlets.Dict()).tag(sync=True)
+    target = IntParam(
+        None, "class", low=0, high=lambda widget: widget._n_outputs - 1, allow_none=True, drawn=False
+    )
 
     def __init__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        *,
-        image: Any = None,
-        labels: Any = None,
-        runner: Runner | None = None,
-        **traits: Any,
+        self, model: Model, x: torch.Tensor, *, image: Any = None, labels: Any = None, **options: Any
     ) -> None:
         # Plain attributes first: trait validation during super().__init__ already needs them.
         self._adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
-        self._runner = runner if runner is not None else shared_runner()
+        self._runner: Runner = options.pop("runner", None) or shared_runner()
         self._ready = False
-        self._specs: dict[str, Param] = {}
-        self.explanation: Any = None
-        self._n_outputs = 0
-        self._labels: list[str] = []
+        self.explanation: ResultT | None = None
+        self._fixed = self._take_fixed(options)
         self._set_input(x, image, labels)
-        self._specs = {spec.name: spec for spec in self._param_specs()}
-        initial = {
-            "controls": [spec.control() for spec in self._specs.values() if spec.ui],
-            "image": image_to_wire(self._display),
-            "predictions": top_predictions(self._scores, self._labels),
-            **traits,
-        }
-        super().__init__(**initial)
-        self.observe(self._on_param_change, names=[*self._specs, "target"])
+        super().__init__(
+            image=image_to_wire(self._display),
+            predictions=top_predictions(self._scores, self._labels),
+            **options,
+        )
+        self.controls = self._controls()
+        self.observe(self._on_param_change, names=list(self.parameter_names()))
         self._ready = True
         self.refresh()
 
-    # -- input ---------------------------------------------------------------------------------------------------
+    # -- construction --------------------------------------------------------------------------------------------
+    @classmethod
+    def parameter_names(cls) -> tuple[str, ...]:
+        """The parameters the front end or Python may change, ``target`` included, in declaration order."""
+        return tuple(trait.name for trait in params_of(cls))
+
+    def _take_fixed(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Pop and check the fixed settings from ``options``; refuse any keyword that is not a parameter."""
+        fixed = {name: spec.check(name, options.pop(name, spec.default)) for name, spec in self.FIXED.items()}
+        unknown = sorted(set(options) - set(self.parameter_names()))
+        if unknown:
+            accepted = sorted({*self.parameter_names(), *self.FIXED, "image", "labels", "runner"})
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {unknown}; expected {accepted}"
+            )
+        return fixed
+
     def _set_input(self, x: torch.Tensor, image: Any, labels: Any) -> None:
         """Validate the input once, run f(x) (cached by the adapter), keep the display image and the labels."""
-        with self._runner.exclusive():  # no job may run the model meanwhile
-            self._load_input(x, image)
+        self._load_input(x, image)
         self._n_outputs = int(self._scores.shape[1])
         self._labels = label_names(labels, self._n_outputs)
 
@@ -257,42 +247,20 @@ class ExplainerWidget(anywidget.AnyWidget):
         self._scores = call.scores
 
     # -- parameters ----------------------------------------------------------------------------------------------
-    def _param_specs(self) -> list[Param]:
-        """The parameters the front end may change (besides ``target``), in display order."""
-        return []
-
-    def _check_param(self, name: str, value: Any) -> Any:
-        if name == "target":
-            if value is None:
-                return None
-            return check_int("target", value, 0, max(self._n_outputs - 1, 0))
-        return self._specs[name].check(value)
-
-    @traitlets.validate("target")
-    def _validate_target(self, proposal: dict[str, Any]) -> Any:
-        return self._validate_trait(proposal)
-
-    def _validate_trait(self, proposal: dict[str, Any]) -> Any:
-        """traitlets validator for parameters set from Python: a clear TraitError instead of a silent bad state."""
-        name = proposal["trait"].name
-        if name != "target" and name not in self._specs:
-            return proposal["value"]
-        try:
-            return self._check_param(name, proposal["value"])
-        except (TypeError, ValueError) as error:
-            raise traitlets.TraitError(str(error)) from error
+    def _controls(self) -> list[Control]:
+        return [trait.control(self) for trait in params_of(type(self)) if trait.visible(self)]
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
         """State from the browser: refuse invalid parameters (the trait keeps its value) and say why in ``error``."""
         accepted, refused, messages = dict(sync_data), [], []
-        for name, value in sync_data.items():
-            if name == "target" or name in self._specs:
-                try:
-                    accepted[name] = self._check_param(name, value)
-                except (TypeError, ValueError) as error:
-                    del accepted[name]
-                    refused.append(name)
-                    messages.append(str(error))
+        for name in set(sync_data) & set(self.parameter_names()):
+            trait, value = self.traits()[name], sync_data[name]
+            try:
+                accepted[name] = value if value is None and trait.allow_none else trait.validate(self, value)
+            except traitlets.TraitError as error:
+                del accepted[name]
+                refused.append(name)
+                messages.append(str(error))
         if accepted:
             super().set_state(accepted)
         if refused:
@@ -303,13 +271,12 @@ class ExplainerWidget(anywidget.AnyWidget):
 
     def parameters(self) -> dict[str, Any]:
         """The current parameter values (what the next computation uses)."""
-        values = {name: getattr(self, name) for name in self._specs}
-        values["target"] = self.target
-        return values
+        return {name: getattr(self, name) for name in self.parameter_names()}
 
     # -- computation ---------------------------------------------------------------------------------------------
     def _on_param_change(self, change: dict[str, Any]) -> None:
         if self._ready and change["old"] != change["new"]:
+            self.controls = self._controls()  # a parameter may show or hide another's control
             self.refresh()
 
     def refresh(self) -> None:
@@ -330,39 +297,55 @@ class ExplainerWidget(anywidget.AnyWidget):
         self.status = "error"
         self.progress = 0.0
 
-    def _finish(
-        self, explanation: Any, panels: list[dict[str, Any]], *, elapsed_ms: float, n_evals: int
-    ) -> None:
+    def _finish(self, explanation: ResultT, panels: list[Panel], *, elapsed_ms: float, n_evals: int) -> None:
         """Apply a final result (kernel thread)."""
         self.explanation = explanation
         with self.hold_sync():
-            self.panels = panels
+            self.panels = list(panels)
             self.elapsed_ms = round(elapsed_ms, 1)
             self.n_evals = int(n_evals)
             self.progress = 1.0
             self.error = ""
             self.status = "idle"
 
-    def _show_partial(self, panels: list[dict[str, Any]], fraction: float) -> None:
+    def _post_final(
+        self, context: JobContext, result: ResultT, panels: list[Panel], *, began: float, n_evals: int
+    ) -> None:
+        """Post the final result of a job that started at ``began`` (``time.perf_counter()``)."""
+        context.check_cancel()
+        elapsed_ms = (time.perf_counter() - began) * 1000.0
+        context.post(lambda: self._finish(result, panels, elapsed_ms=elapsed_ms, n_evals=n_evals))
+
+    def _show_partial(self, panels: list[Panel], fraction: float) -> None:
         """Apply a progressive result (kernel thread); the panels were serialised on the runner's thread."""
         with self.hold_sync():
-            self.panels = panels
+            self.panels = list(panels)
             self.progress = fraction
 
-    def _stream(
-        self, context: JobContext, results: Iterator[Explanation]
-    ) -> Iterator[tuple[Explanation, float]]:
-        """Iterate a sampling method's partial results, checking for cancellation between them.
+    def _follow(
+        self,
+        context: JobContext,
+        results: Iterator[Explanation],
+        draw: Callable[[Explanation, float], tuple[list[Panel], float]],
+    ) -> Explanation:
+        """Stream a sampling method's partial results to the browser; return its final one.
 
-        Yields ``(result, progress)``, progress being ``params["n_samples_done"] / params["n_samples"]`` (the
-        sample budget the method settled on, which KernelSHAP lowers when it can enumerate every coalition).
+        ``draw(result, fraction)`` turns a partial result into the panels to show and the widget's progress;
+        ``fraction`` is ``params["n_samples_done"] / params["n_samples"]`` (the sample budget the method settled
+        on, which KernelSHAP lowers when it can enumerate every coalition). Updates are throttled by the runner.
         """
-        for result in results:
+        final = None
+        for final in results:
             context.check_cancel()
-            done, total = result.params.get("n_samples_done", 0), result.params.get("n_samples") or 0
-            yield result, (min(float(done) / float(total), 1.0) if total else 0.0)
+            done, total = final.params.get("n_samples_done", 0), final.params.get("n_samples") or 0
+            shown, progress = draw(final, min(float(done) / float(total), 1.0) if total else 0.0)
+            context.update(lambda shown=shown, progress=progress: self._show_partial(shown, progress))
+        context.check_cancel()
+        if final is None:
+            raise RuntimeError(f"{type(self).__name__}: the method produced no result")
+        return final
 
-    def wait(self, timeout: float | None = 60.0) -> Any:
+    def wait(self, timeout: float | None = 60.0) -> ResultT | None:
         """Block until the widget is idle (for scripts and tests) and return :attr:`explanation`.
 
         Raises ``TimeoutError`` if the computation is still running after ``timeout`` seconds.

@@ -24,8 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._adapter import Cancelled
@@ -35,6 +34,8 @@ logger.addHandler(logging.NullHandler())
 
 # Progressive results reach the browser at most this often (seconds between two updates): ~10 updates/s.
 MIN_UPDATE_INTERVAL_S = 0.1
+# How often :meth:`Runner.wait` on the event loop's own thread looks for updates to apply (seconds).
+WAIT_POLL_S = 0.02
 
 Work = Callable[["JobContext"], None]
 OnError = Callable[[BaseException], None]
@@ -111,11 +112,9 @@ class Runner:
         self._pending: dict[int, Job] = {}  # owner id -> latest job not started yet (insertion order = FIFO)
         self._running: Job | None = None
         self._outbox: deque[tuple[Job, Callable[[], None]]] = deque()
+        self._applying: list[Job] = []  # jobs whose update is being applied right now (outside the lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        # Held while a job runs, and by ``exclusive()``: the user's model is only ever run by one thread at a time
-        # (eval-and-restore from two threads at once could leave the model in the wrong mode).
-        self._compute = threading.Lock()
         self.jobs_started = 0
         self.jobs_cancelled = 0
 
@@ -155,6 +154,7 @@ class Runner:
                 id(owner) in self._pending
                 or (self._running is not None and self._running.owner is owner)
                 or any(job.owner is owner for job, _ in self._outbox)
+                or any(job.owner is owner for job in self._applying)
             )
 
     def wait(self, owner: object, timeout: float | None = None) -> bool:
@@ -177,13 +177,7 @@ class Runner:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._changed.wait(0.02 if remaining is None else min(0.02, remaining))
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Run model code on the calling thread with no job running meanwhile (e.g. checking an input at init)."""
-        with self._compute:
-            yield
+                self._changed.wait(WAIT_POLL_S if remaining is None else min(WAIT_POLL_S, remaining))
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Cancel every job and wait (up to ``timeout`` s) for the worker to finish its batch and stop.
@@ -221,8 +215,7 @@ class Runner:
                 self._running = job
                 self.jobs_started += 1
             try:
-                with self._compute:
-                    self._run(job)
+                self._run(job)
             finally:
                 with self._changed:
                     self._running = None
@@ -254,7 +247,12 @@ class Runner:
         self._drain()
 
     def _drain(self, only_loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Apply queued updates in order; those of stale jobs are dropped. Runs on the applying thread."""
+        """Apply queued updates in order; those of stale jobs are dropped. Runs on the applying thread.
+
+        Updates run without the runner's lock held: they set traits, and trait observers (the user's too) may
+        call back into the runner. An update that fails goes to the job's error handler, so the widget shows the
+        error instead of "computing" forever.
+        """
         while True:
             with self._changed:
                 if not self._outbox:
@@ -263,13 +261,27 @@ class Runner:
                 if only_loop is not None and job.loop is not only_loop:
                     return
                 self._outbox.popleft()
-                try:
-                    if not job.cancelled.is_set():
-                        apply()
-                except Exception:
-                    logger.exception("applying an explanation to the widget failed")
-                finally:
+                self._applying.append(job)
+            try:
+                if not job.cancelled.is_set():
+                    apply()
+            except Exception as error:
+                logger.exception("applying an explanation to the widget failed")
+                self._report(job, error)
+            finally:
+                with self._changed:
+                    self._applying.remove(job)
                     self._changed.notify_all()
+
+    @staticmethod
+    def _report(job: Job, error: Exception) -> None:
+        """Hand a failure to the job's error handler; a failing handler is logged, never raised into the loop."""
+        if job.on_error is None:
+            return
+        try:
+            job.on_error(error)
+        except Exception:
+            logger.exception("reporting an error to the widget failed")
 
 
 _shared: Runner | None = None

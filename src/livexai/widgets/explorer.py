@@ -9,23 +9,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 import traitlets
+from typing_extensions import Unpack
 
-from .._adapter import Cancelled, Model, ModelAdapter
+from .._adapter import Cancelled, Model, ModelAdapter, OutputSpace
 from .._inputs import as_single_input, display_image
-from ._base import ExplainerWidget, Param, panel, top_predictions
-from ._runner import JobContext, describe_error, shared_runner
-from ._serialize import image_to_wire, to_wire
+from ..explanation import Explanation
+from ._base import ExplainerWidget, Panel, Prediction, WidgetOptions, panel, top_predictions
+from ._params import OUTPUT, SEED, Fixed, IntParam, positive_int
+from ._runner import JobContext, describe_error
+from ._serialize import WireArray, image_to_wire, to_wire
 from .layer import default_layer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from ..explanation import Explanation
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -42,26 +43,46 @@ _COMPUTE_ORDER = ("grad_cam", "gradient_shap", "lime", "kernel_shap")
 THUMBNAIL_SIZE = 64  # pixels, longest side
 
 
-class Explorer(ExplainerWidget):
+class ExplorerOptions(WidgetOptions, total=False):
+    """``Explorer``'s keywords: its parameters and fixed settings."""
+
+    selected: int
+    n_segments: int
+    n_samples: int
+    gradient_samples: int
+    background_size: int
+    seed: int
+    output: OutputSpace
+
+
+class Explorer(ExplainerWidget[dict[str, Explanation]]):
     """Compare four explanation methods on a set of images.
 
     ``Explorer(model, images, labels=None, background=None)``: ``images`` is a batch ``(N, C, H, W)`` (or a list
     of ``(C, H, W)``) of model-ready images shown as a strip to pick from; the top-5 predictions are a bar list
     (click one to explain that class). ``background`` (default: ``images``) is what KernelSHAP and GradientSHAP
     compare against. Optional keywords: ``display_images`` (one display image per input), ``layer`` (Grad-CAM's
-    layer, default the deepest spatial one), ``n_segments``, ``n_samples`` (LIME and KernelSHAP),
-    ``gradient_samples`` (GradientSHAP), ``background_size`` (KernelSHAP's background rows, 8: each coalition
-    costs one evaluation per row), ``seed``, ``output``.
+    layer, default the deepest spatial one), ``selected`` (the image shown first), ``n_segments``,
+    ``n_samples`` (LIME and KernelSHAP), and fixed at creation ``gradient_samples`` (GradientSHAP),
+    ``background_size`` (KernelSHAP's background rows, 8: each coalition costs one evaluation per row), ``seed``,
+    ``output``.
 
     :attr:`explanation` is a dict ``{method: Explanation}`` and :attr:`correlations` the Spearman rank
     correlation matrix ``(4, 4)`` between the maps (NaN where a map is constant or missing).
     """
 
+    FIXED: ClassVar[dict[str, Fixed]] = {
+        "seed": SEED,
+        "output": OUTPUT,
+        "gradient_samples": positive_int(50),
+        "background_size": positive_int(8),
+    }
+
     kind = traitlets.Unicode("explorer").tag(sync=True)
     title = traitlets.Unicode("Explorer").tag(sync=True)
-    selected = traitlets.Int(0).tag(sync=True)
-    n_segments = traitlets.Int(50).tag(sync=True)
-    n_samples = traitlets.Int(500).tag(sync=True)
+    selected = IntParam(0, "image", low=0, high=lambda widget: len(widget._images) - 1, drawn=False)
+    n_segments = IntParam(50, "superpixels", low=2, high=5000, ui=(4, 200, 1))
+    n_samples = IntParam(500, "samples (LIME, KernelSHAP)", low=10, high=100_000, ui=(50, 5000, 50))
     thumbnails = traitlets.List(traitlets.Dict()).tag(sync=True)
     correlation = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
 
@@ -70,15 +91,10 @@ class Explorer(ExplainerWidget):
         model: Model,
         images: torch.Tensor | Sequence[torch.Tensor],
         *,
-        labels: Any = None,
         background: torch.Tensor | None = None,
         display_images: Sequence[Any] | None = None,
         layer: str | None = None,
-        gradient_samples: int = 50,
-        background_size: int = 8,
-        seed: int = 0,
-        output: str = "logits",
-        **params: Any,
+        **options: Unpack[ExplorerOptions],
     ) -> None:
         from ..layers import layers
 
@@ -96,51 +112,20 @@ class Explorer(ExplainerWidget):
                 f"background has shape {tuple(self._background.shape)}; expected (B, "
                 f"{', '.join(map(str, self._images.shape[1:]))}) like the images"
             )
-        self._gradient_samples = int(gradient_samples)
-        self._background_size = int(background_size)
-        self._fixed = {"seed": seed, "output": output}
         self.correlations: torch.Tensor | None = None
-        runner = params.get("runner") or shared_runner()
         adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
-        selected = int(params.get("selected", 0))
-        if not 0 <= selected < len(self._images):
-            raise ValueError(f"selected must be between 0 and {len(self._images) - 1}, got {selected}")
-        with runner.exclusive():
-            names = layers(adapter, self._images[selected])
-        self._layer = layer if layer is not None else default_layer(adapter.model, names)
-        thumbnails = [
+        selected = type(self).selected.check(self, options.get("selected", 0))
+        self._layer = (
+            layer
+            if layer is not None
+            else default_layer(adapter.model, layers(adapter, self._images[selected]))
+        )
+        self._shown_index = selected  # the image whose picture and predictions the browser shows
+        super().__init__(adapter, self._images[selected], image=self._display_sources[selected], **options)
+        self.thumbnails = [
             _thumbnail(display_image(source, image[None]))
             for source, image in zip(self._display_sources, self._images, strict=True)
         ]
-        self._shown_index = selected
-        super().__init__(
-            adapter,
-            self._images[selected],
-            image=self._display_sources[selected],
-            labels=labels,
-            thumbnails=thumbnails,
-            **params,
-        )
-
-    def _param_specs(self) -> list[Param]:
-        return [
-            Param("selected", "int", "image", low=0, high=len(self._images) - 1, ui=False),
-            Param("n_segments", "int", "superpixels", low=2, high=5000, ui_low=4, ui_high=200, step=1),
-            Param(
-                "n_samples",
-                "int",
-                "samples (LIME, KernelSHAP)",
-                low=10,
-                high=100_000,
-                ui_low=50,
-                ui_high=5000,
-                step=50,
-            ),
-        ]
-
-    @traitlets.validate("selected", "n_segments", "n_samples")
-    def _validate_params(self, proposal: dict[str, Any]) -> Any:
-        return self._validate_trait(proposal)
 
     def _on_param_change(self, change: dict[str, Any]) -> None:
         if change["name"] == "selected" and self._ready and self.target is not None:
@@ -152,19 +137,41 @@ class Explorer(ExplainerWidget):
     # -- computation -------------------------------------------------------------------------------------------
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
         index = request["selected"]
+        self._load_input(self._images[index], self._display_sources[index])
         if index != self._shown_index:
-            self._load_input(self._images[index], self._display_sources[index])
-            self._shown_index = index
             image, predictions = image_to_wire(self._display), top_predictions(self._scores, self._labels)
-            context.post(lambda: self._show_input(image, predictions))
-        results: dict[str, Explanation] = {}
-        failures: dict[str, str] = {}
+            context.post(lambda: self._show_input(index, image, predictions))
         shown = {
             method: panel(method, TITLES[method], status="computing", progress=0.0) for method in METHODS
         }
         began = time.perf_counter()
-        snapshot = list(shown.values())
-        context.post(lambda snapshot=snapshot: self._show_partial(snapshot, 0.0))
+        results, failures = self._explain_all(request, context, shown)
+        if not results:
+            raise RuntimeError(
+                "every method failed: " + "; ".join(f"{TITLES[m]}: {e}" for m, e in failures.items())
+            )
+        matrix = rank_correlations([results.get(method) for method in METHODS])
+        n_evals = sum(result.n_evals for result in results.values())
+        self._post_final(context, results, list(shown.values()), began=began, n_evals=n_evals)
+
+        def show_agreement() -> None:
+            self.correlations = matrix
+            self.correlation = {**to_wire(matrix, "float32"), "names": [TITLES[m] for m in METHODS]}
+            if failures:
+                self.error = "; ".join(f"{TITLES[m]}: {message}" for m, message in failures.items())
+                self.status = "error"
+
+        context.post(show_agreement)
+
+    def _explain_all(
+        self, request: dict[str, Any], context: JobContext, shown: dict[str, Panel]
+    ) -> tuple[dict[str, Explanation], dict[str, str]]:
+        """Every method in :data:`_COMPUTE_ORDER`, each panel shown as it is done; one failing method does not
+        hide the others: its message goes in ``failures``."""
+        results: dict[str, Explanation] = {}
+        failures: dict[str, str] = {}
+        waiting = list(shown.values())
+        context.post(lambda: self._show_partial(waiting, 0.0))
         for step, method in enumerate(_COMPUTE_ORDER):
             context.check_cancel()
             try:
@@ -172,32 +179,14 @@ class Explorer(ExplainerWidget):
                 shown[method] = panel(method, TITLES[method], results[method])
             except Cancelled:
                 raise
-            except Exception as error:  # one failing method must not hide the other three
+            except Exception as error:
                 logger.exception("%s failed in the Explorer", method)
                 failures[method] = describe_error(error)
                 shown[method] = panel(method, TITLES[method], status="error", note=failures[method])
             fraction = (step + 1) / len(_COMPUTE_ORDER)
             snapshot = list(shown.values())
             context.post(lambda snapshot=snapshot, fraction=fraction: self._show_partial(snapshot, fraction))
-        context.check_cancel()
-        if not results:
-            raise RuntimeError(
-                "every method failed: " + "; ".join(f"{TITLES[m]}: {e}" for m, e in failures.items())
-            )
-        matrix = rank_correlations([results.get(method) for method in METHODS])
-        elapsed_ms = (time.perf_counter() - began) * 1000.0
-        n_evals = sum(result.n_evals for result in results.values())
-        final = list(shown.values())
-
-        def apply() -> None:
-            self.correlations = matrix
-            self.correlation = {**to_wire(matrix, "float32"), "names": [TITLES[m] for m in METHODS]}
-            self._finish(dict(results), final, elapsed_ms=elapsed_ms, n_evals=n_evals)
-            if failures:
-                self.error = "; ".join(f"{TITLES[m]}: {message}" for m, message in failures.items())
-                self.status = "error"
-
-        context.post(apply)
+        return results, failures
 
     def _explain(
         self,
@@ -205,17 +194,18 @@ class Explorer(ExplainerWidget):
         request: dict[str, Any],
         context: JobContext,
         done: dict[str, Explanation],
-        shown: dict[str, dict[str, Any]],
+        shown: dict[str, Panel],
         step: int,
     ) -> Explanation:
         """One method's explanation; the sampling ones stream partial maps into their panel."""
+        fixed = {"seed": self._fixed["seed"], "output": self._fixed["output"]}
         common = {"target": request["target"], "image": self._display}
         if method == "grad_cam":
             from ..cam import grad_cam
 
             if self._layer is None:
                 raise ValueError("the model has no spatial layer for Grad-CAM")
-            return grad_cam(self._adapter, self._x, layer=self._layer, output=self._fixed["output"], **common)
+            return grad_cam(self._adapter, self._x, layer=self._layer, output=fixed["output"], **common)
         if method == "gradient_shap":
             from ..gradients import gradient_shap
 
@@ -223,9 +213,9 @@ class Explorer(ExplainerWidget):
                 self._adapter,
                 self._x,
                 background=self._background,
-                n_samples=self._gradient_samples,
+                n_samples=self._fixed["gradient_samples"],
                 check_cancel=context.check_cancel,
-                **self._fixed,
+                **fixed,
                 **common,
             )
         if method == "lime":
@@ -237,7 +227,7 @@ class Explorer(ExplainerWidget):
                 n_segments=request["n_segments"],
                 n_samples=request["n_samples"],
                 check_cancel=context.check_cancel,
-                **self._fixed,
+                **fixed,
                 **common,
             )
         else:
@@ -251,27 +241,26 @@ class Explorer(ExplainerWidget):
                 n_segments=request["n_segments"],
                 segments=lime_segments,
                 n_samples=request["n_samples"],
-                background_size=min(self._background_size, len(self._background)),
+                background_size=min(self._fixed["background_size"], len(self._background)),
                 check_cancel=context.check_cancel,
-                **self._fixed,
+                **fixed,
                 **common,
             )
-        final = None
-        for result, fraction in self._stream(context, results):
-            final = result
-            shown[method] = panel(method, TITLES[method], result, status="partial", progress=fraction)
-            overall = (step + fraction) / len(_COMPUTE_ORDER)
-            snapshot = list(shown.values())
-            context.update(lambda snapshot=snapshot, overall=overall: self._show_partial(snapshot, overall))
-        if final is None:
-            raise RuntimeError(f"{TITLES[method]} produced no result")
-        return final
 
-    def _show_input(self, image: dict[str, Any] | None, predictions: list[dict[str, Any]]) -> None:
+        def draw(result: Explanation, fraction: float) -> tuple[list[Panel], float]:
+            shown[method] = panel(method, TITLES[method], result, status="partial", progress=fraction)
+            return list(shown.values()), (step + fraction) / len(_COMPUTE_ORDER)
+
+        return self._follow(context, results, draw)
+
+    def _show_input(self, index: int, image: WireArray | None, predictions: list[Prediction]) -> None:
+        """Show image ``index`` (kernel thread); recorded here, so an update dropped by a newer request is not
+        mistaken for one shown."""
         with self.hold_sync():
             self.image = image
             self.predictions = predictions
             self.correlation = None
+        self._shown_index = index
 
     def _figure(self) -> Figure | None:
         if not self.explanation:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import traitlets
 from torch import nn
+from typing_extensions import Unpack
 
-from .._adapter import Model, ModelAdapter
-from ._base import ExplainerWidget, Param, panel
-from ._runner import JobContext, shared_runner
+from .._adapter import Model, ModelAdapter, OutputSpace
+from ..explanation import Explanation
+from ..layers import Activations
+from ._base import ExplainerWidget, Panel, WidgetOptions, panel
+from ._params import OUTPUT, ChoiceParam, Fixed, IntParam
+from ._runner import JobContext
 from ._serialize import to_wire
 
 if TYPE_CHECKING:
@@ -38,7 +42,16 @@ def default_layer(model: object, names: Sequence[str]) -> str | None:
     return names[-1] if names else None
 
 
-class LayerWidget(ExplainerWidget):
+class LayerOptions(WidgetOptions, total=False):
+    """``LayerWidget``'s keywords: its parameters and fixed settings."""
+
+    layer: str
+    method: str
+    n_channels: int
+    output: OutputSpace
+
+
+class LayerWidget(ExplainerWidget[Explanation | Activations]):
     """Look inside one layer: where its evidence for a class lies (Grad-CAM/++), or what its channels see.
 
     ``LayerWidget(model, x, image=None, labels=None, layer=None, method="grad_cam")``. ``layer`` is one of
@@ -47,48 +60,28 @@ class LayerWidget(ExplainerWidget):
     ``channel`` and enlarges it (no recomputation). ``output`` (``"logits"``/``"probs"``) is fixed at creation.
     """
 
+    FIXED: ClassVar[dict[str, Fixed]] = {"output": OUTPUT}
+
     kind = traitlets.Unicode("layer").tag(sync=True)
     title = traitlets.Unicode("Layer").tag(sync=True)
-    layer = traitlets.Unicode("").tag(sync=True)
-    method = traitlets.Unicode("grad_cam").tag(sync=True)
-    n_channels = traitlets.Int(16).tag(sync=True)
+    layer = ChoiceParam("", "layer", choices=lambda widget: widget._layer_names)
+    method = ChoiceParam("grad_cam", "method", choices=METHODS)
+    n_channels = IntParam(16, "channels shown", low=1, high=1024, ui=(4, 64, 4))
     channel = traitlets.Int(-1).tag(sync=True)  # the enlarged channel (-1: the strongest); set by clicks
 
-    def __init__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        *,
-        image: Any = None,
-        labels: Any = None,
-        output: str = "logits",
-        **params: Any,
-    ) -> None:
+    def __init__(self, model: Model, x: torch.Tensor, **options: Unpack[LayerOptions]) -> None:
         from ..layers import layers
 
-        runner = params.get("runner")
-        self._output = output
         adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
-        with (runner or shared_runner()).exclusive():
-            self._layer_names = tuple(layers(adapter, x))
+        self._layer_names = tuple(layers(adapter, x))
         if not self._layer_names:
             raise ValueError(
                 "the model has no layer with a spatial output (N, C, h, w) on this input; Grad-CAM and "
                 "activations need a convolutional layer (see livexai.layers(model, x))"
             )
-        params.setdefault("layer", default_layer(adapter.model, self._layer_names))
-        super().__init__(adapter, x, image=image, labels=labels, **params)
-
-    def _param_specs(self) -> list[Param]:
-        return [
-            Param("layer", "choice", "layer", choices=self._layer_names),
-            Param("method", "choice", "method", choices=METHODS),
-            Param("n_channels", "int", "channels shown", low=1, high=1024, ui_low=4, ui_high=64, step=4),
-        ]
-
-    @traitlets.validate("layer", "method", "n_channels")
-    def _validate_params(self, proposal: dict[str, Any]) -> Any:
-        return self._validate_trait(proposal)
+        if options.get("layer") is None:
+            options["layer"] = default_layer(adapter.model, self._layer_names)
+        super().__init__(adapter, x, **options)
 
     @traitlets.validate("channel")
     def _validate_channel(self, proposal: dict[str, Any]) -> int:
@@ -104,7 +97,6 @@ class LayerWidget(ExplainerWidget):
             from ..layers import activations
 
             result = activations(self._adapter, self._x, layer=request["layer"], top_k=request["n_channels"])
-            context.check_cancel()
             shown = [_channels_panel(result, request["n_channels"])]
             n_evals = 1
         else:
@@ -116,24 +108,23 @@ class LayerWidget(ExplainerWidget):
                 layer=request["layer"],
                 target=request["target"],
                 plus_plus=method == "grad_cam++",
-                output=self._output,
                 image=self._display,
+                **self._fixed,
             )
-            context.check_cancel()
             shown = [panel("cam", f"{TITLES[method]} · {request['layer']}", result)]
             n_evals = result.n_evals
-        elapsed_ms = (time.perf_counter() - began) * 1000.0
+        self._post_final(context, result, shown, began=began, n_evals=n_evals)
 
-        def apply() -> None:
-            if method == "activations" and self.channel >= result.maps.shape[0]:
-                self.channel = -1
-            self._finish(result, shown, elapsed_ms=elapsed_ms, n_evals=n_evals)
-
-        context.post(apply)
+    def _finish(
+        self, explanation: Explanation | Activations, panels: list[Panel], *, elapsed_ms: float, n_evals: int
+    ) -> None:
+        if isinstance(explanation, Activations) and self.channel >= explanation.maps.shape[0]:
+            self.channel = -1  # the enlarged channel is no longer among those shown
+        super()._finish(explanation, panels, elapsed_ms=elapsed_ms, n_evals=n_evals)
 
     def _figure(self) -> Figure | None:
         result = self.explanation
-        if result is None or not hasattr(result, "ranking"):
+        if not isinstance(result, Activations):
             return super()._figure()
         from matplotlib.figure import Figure
 
@@ -149,7 +140,7 @@ class LayerWidget(ExplainerWidget):
         return figure
 
 
-def _channels_panel(result: Any, n_channels: int) -> dict[str, Any]:
+def _channels_panel(result: Activations, n_channels: int) -> Panel:
     """The activation grid's data: the strongest channels ``(k, h, w)`` and their indices, as buffers."""
     chosen = result.ranking[:n_channels]
     entry = panel("channels", f"activations · {result.layer}")
