@@ -1,11 +1,99 @@
+// @ts-check
 // livexai front end: one plain ES module for every livexai widget (anywidget).
 //
 // The pure functions below (array decoding, colour maps, superpixel selection, overlay composition) touch no DOM
-// and are tested with `node --test js/`. `render` builds the view; everything that only changes how a result is
-// drawn (opacity, colour map, top-k superpixels, sign filter, hide-the-rest, boundaries) happens here, with no
-// round trip to the kernel. Labels and messages are always set as text (textContent), never parsed as HTML.
+// and are tested with `node --test js/`. `render` builds the view from one small function per section (status,
+// controls, view controls, strip, predictions, panels, correlation table), each returning its `update`.
+// Everything that only changes how a result is drawn (opacity, colour map, top-k superpixels, sign filter,
+// hide-the-rest, boundaries) happens here, with no round trip to the kernel. Labels and messages are always set as
+// text (textContent), never parsed as HTML.
 
-// Trait names shared with Python: src/livexai/widgets/_base.py (SYNCED) and the widget modules.
+// ---------------------------------------------------------------------------------------------------------------
+// What Python sends
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * An array as a binary buffer: `to_wire()` in src/livexai/widgets/_serialize.py. anywidget hands `data` over as a
+ * DataView; tests pass ArrayBuffers and typed arrays too. `dtype` is one of DTYPES' keys (WIRE_DTYPES in Python).
+ * @typedef {object} WireArray
+ * @property {DataView | ArrayBuffer | ArrayBufferView} data
+ * @property {string} dtype
+ * @property {number[]} shape
+ */
+
+/**
+ * What a WireArray decodes to.
+ * @typedef {Float32Array | Int32Array | Uint8Array} Values
+ */
+/**
+ * A decoded WireArray (`decodeArray`).
+ * @typedef {{ values: Values, shape: number[] }} Decoded
+ */
+
+/**
+ * One drawn map: `panel()` in src/livexai/widgets/_base.py (its `Panel` TypedDict). `map` is (H, W) float32,
+ * `segments` (H, W) int32 and `weights` (S,) float32 (superpixel methods only). The activation grid's panel adds
+ * `channels` (k, h, w) float32 and `channel_ids` (k,) int32: `_channels_panel()` in src/livexai/widgets/layer.py.
+ * @typedef {object} Panel
+ * @property {string} key
+ * @property {string} title
+ * @property {"done" | "partial" | "computing" | "error"} status
+ * @property {number} progress
+ * @property {string} note
+ * @property {string | null} method
+ * @property {WireArray | null} map
+ * @property {WireArray | null} segments
+ * @property {WireArray | null} weights
+ * @property {boolean} signed
+ * @property {number} elapsed_ms
+ * @property {number} n_evals
+ * @property {number | null} target
+ * @property {WireArray} [channels]
+ * @property {WireArray} [channel_ids]
+ */
+
+/**
+ * A parameter's control (the `controls` trait): `Param.control()` in src/livexai/widgets/_params.py (its
+ * `Control` TypedDict). A "choice" has `choices`; an "int" or "float" has the slider's `min`, `max` and `step`.
+ * @typedef {object} Control
+ * @property {string} name
+ * @property {"int" | "float" | "choice"} kind
+ * @property {string} label
+ * @property {string[]} [choices]
+ * @property {number} [min]
+ * @property {number} [max]
+ * @property {number} [step]
+ */
+
+/**
+ * One of the top classes (the `predictions` trait): `top_predictions()` in src/livexai/widgets/_base.py.
+ * @typedef {{ index: number, label: string, probability: number }} Prediction
+ */
+
+/**
+ * The Explorer's rank correlations between its maps, (M, M) float32, with the methods' names: set by
+ * `Explorer._compute` in src/livexai/widgets/explorer.py (from `rank_correlations()`).
+ * @typedef {WireArray & { names: string[] }} Correlation
+ */
+
+/**
+ * A small (h, w, 3) uint8 copy of one of the Explorer's images: `_thumbnail()` in src/livexai/widgets/explorer.py.
+ * @typedef {WireArray} Thumbnail
+ */
+
+/**
+ * The part of anywidget's model that `render` uses (its `AnyModel`, typed here so nothing needs resolving).
+ * @typedef {object} Model
+ * @property {(name: string) => any} get
+ * @property {(name: string, value: unknown) => void} set
+ * @property {(event: string, handler: () => void) => void} on
+ * @property {(event: string, handler: () => void) => void} off
+ * @property {() => void} save_changes
+ */
+
+// Trait names shared with Python: the synced traits of ExplainerWidget (src/livexai/widgets/_base.py), plus those
+// of one widget class (marked; widgets/layer.py, widgets/explorer.py). With PARAMETERS below these are every
+// trait Python syncs: tests/test_frontend_contract.py checks that the two sides agree.
 export const TRAITS = Object.freeze({
   kind: "kind",
   title: "title",
@@ -21,9 +109,23 @@ export const TRAITS = Object.freeze({
   controls: "controls",
   channel: "channel", // LayerWidget
   thumbnails: "thumbnails", // Explorer
-  selected: "selected", // Explorer
+  selected: "selected", // Explorer (a parameter, drawn as the strip rather than a control)
   correlation: "correlation", // Explorer
 });
+
+// Parameter traits drawn as controls (declared in src/livexai/widgets/lime.py, shap.py, layer.py, explorer.py):
+// the kernel may change them (or refuse a value), so `render` listens to each and shows the kernel's value.
+export const PARAMETERS = Object.freeze([
+  "n_segments", // LimeWidget, ShapWidget, Explorer
+  "n_samples", // LimeWidget, ShapWidget, Explorer
+  "segmentation", // LimeWidget
+  "baseline", // LimeWidget
+  "kernel_width", // LimeWidget
+  "method", // ShapWidget, LayerWidget
+  "background_size", // ShapWidget
+  "layer", // LayerWidget
+  "n_channels", // LayerWidget
+]);
 
 // The dtypes Python sends (src/livexai/widgets/_serialize.py, WIRE_DTYPES).
 export const DTYPES = Object.freeze({ float32: Float32Array, int32: Int32Array, uint8: Uint8Array });
@@ -37,17 +139,52 @@ const STOPS = Object.freeze({
 });
 export const COLORMAPS = Object.freeze(["auto", "red-blue", "inferno", "viridis", "grey"]);
 export const SIGNS = Object.freeze(["all", "positive", "negative"]);
+/** @typedef {[number, number, number]} RGB */
+/** @type {RGB} */
 const HIDDEN = [0, 0, 0]; // what hide-the-rest paints outside the selection (lime's get_image_and_mask: black)
+/** @type {RGB} */
 const BOUNDARY = [255, 255, 0]; // superpixel outlines, as Explanation.plot draws them
+const NO_IMAGE_GREY = 128; // what a map is drawn over when no image of its size is there: mid-grey
+const LUT_SIZE = 256; // colours in a colour map's lookup table: one per 8-bit level
+const COLORBAR_STEPS = 9; // colours in a colour bar's CSS gradient (as many as the maps' stops)
+const DISPLAY_SIZE = 224; // pixels a small map is enlarged to, about (the panels' --livexai-size in widget.css)
+const TOPK_SLIDER_MAX = 50; // the top-superpixels slider's range until a map says how many superpixels it has
+const OPACITY_STEP = 0.05; // the opacity slider's step
+const SIGNIFICANT_DIGITS = 3; // digits of the numbers on colour bars
+const PLAIN_NUMBERS = Object.freeze({ low: 1e-3, high: 1e4 }); // |values| written without an exponent
+
+/**
+ * Browser-only view state; changing it redraws without a kernel round trip.
+ * @typedef {object} View
+ * @property {number} opacity
+ * @property {string} colormap one of COLORMAPS
+ * @property {string} sign one of SIGNS
+ * @property {number} topK superpixels kept (0: all)
+ * @property {boolean} hideRest
+ * @property {boolean} boundaries
+ */
+/** @type {Readonly<View>} What a new view starts with: every superpixel of either sign over the image, auto colours. */
+const DEFAULT_VIEW = Object.freeze({
+  opacity: 0.6,
+  colormap: "auto",
+  sign: "all",
+  topK: 0,
+  hideRest: false,
+  boundaries: false,
+});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Pure functions
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Decode `{data, dtype, shape}` (data: DataView, ArrayBuffer or typed array) into `{values, shape}`. */
+/**
+ * Decode `{data, dtype, shape}` (data: DataView, ArrayBuffer or typed array) into `{values, shape}`.
+ * @param {WireArray | null | undefined} wire
+ * @returns {Decoded | null}
+ */
 export function decodeArray(wire) {
   if (wire === null || wire === undefined) return null;
-  const Ctor = DTYPES[wire.dtype];
+  const Ctor = DTYPES[/** @type {keyof typeof DTYPES} */ (wire.dtype)];
   if (!Ctor) throw new Error(`unsupported dtype ${JSON.stringify(wire.dtype)}; expected one of ${Object.keys(DTYPES)}`);
   const shape = Array.from(wire.shape, Number);
   const count = shape.reduce((a, b) => a * b, 1);
@@ -77,21 +214,35 @@ export function decodeArray(wire) {
   return { values: new Ctor(buffer, offset, count), shape };
 }
 
-/** "#rrggbb" -> [r, g, b]. */
+/**
+ * "#rrggbb" -> [r, g, b].
+ * @param {string} hex
+ * @returns {RGB}
+ */
 export function hexToRgb(hex) {
   const n = parseInt(hex.slice(1), 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
-/** The colour map actually used: "auto" is red-blue for signed maps and inferno for non-negative ones (CAM). */
+/**
+ * The colour map actually used: "auto" is red-blue for signed maps and inferno for non-negative ones (CAM).
+ * @param {string} name
+ * @param {boolean} signed
+ * @returns {string}
+ */
 export function resolveColormap(name, signed) {
   if (name === "auto" || !(name in STOPS)) return signed ? "red-blue" : "inferno";
   return name;
 }
 
-/** A lookup table of `size` RGB colours (Uint8Array, size*3) interpolated linearly between the map's stops. */
-export function colormapLUT(name, size = 256) {
-  const stops = (STOPS[name] || STOPS.inferno).map(hexToRgb);
+/**
+ * A lookup table of `size` RGB colours (Uint8Array, size*3) interpolated linearly between the map's stops.
+ * @param {string} name
+ * @param {number} [size]
+ * @returns {Uint8Array}
+ */
+export function colormapLUT(name, size = LUT_SIZE) {
+  const stops = (STOPS[/** @type {keyof typeof STOPS} */ (name)] || STOPS.inferno).map(hexToRgb);
   const lut = new Uint8Array(size * 3);
   for (let i = 0; i < size; i++) {
     const position = (i / (size - 1)) * (stops.length - 1);
@@ -102,15 +253,28 @@ export function colormapLUT(name, size = 256) {
   return lut;
 }
 
-/** CSS colours along a map, for a colour bar's gradient. */
-export function colormapCss(name, steps = 9) {
+/**
+ * CSS colours along a map, for a colour bar's gradient.
+ * @param {string} name
+ * @param {number} [steps]
+ * @returns {string[]}
+ */
+export function colormapCss(name, steps = COLORBAR_STEPS) {
   const lut = colormapLUT(name, steps);
   return Array.from({ length: steps }, (_, i) => `rgb(${lut[i * 3]}, ${lut[i * 3 + 1]}, ${lut[i * 3 + 2]})`);
 }
 
 /**
+ * The values a colour map spans.
+ * @typedef {{ low: number, high: number }} Range
+ */
+
+/**
  * The value range a colour map spans. Signed maps: symmetric [-m, m] with m = max |v| (zero in the middle, so
  * colour strength compares across signs). Non-negative maps: [min(0, lowest), highest]. Never empty.
+ * @param {ArrayLike<number>} values
+ * @param {boolean} signed
+ * @returns {Range}
  */
 export function valueRange(values, signed) {
   let low = Infinity;
@@ -133,7 +297,12 @@ export function valueRange(values, signed) {
   return { low, high: high > low ? high : low + 1 };
 }
 
-/** `value` scaled to [0, 1] over `range`, clipped. */
+/**
+ * `value` scaled to [0, 1] over `range`, clipped.
+ * @param {number} value
+ * @param {Range} range
+ * @returns {number}
+ */
 export function normalise(value, range) {
   const t = (value - range.low) / (range.high - range.low);
   return t < 0 ? 0 : t > 1 ? 1 : t;
@@ -143,6 +312,9 @@ export function normalise(value, range) {
  * Which superpixels to show: a flag (Uint8Array, one per weight) for the `topK` strongest of those allowed by
  * `sign` ("positive": weight > 0, ranked by weight; "negative": weight < 0, most negative first; "all": any
  * non-zero weight, ranked by |weight|). `topK` <= 0 keeps every allowed superpixel. Ties keep index order.
+ * @param {ArrayLike<number>} weights
+ * @param {{ topK?: number, sign?: string }} [options]
+ * @returns {Uint8Array}
  */
 export function selectSegments(weights, { topK = 0, sign = "all" } = {}) {
   const flags = new Uint8Array(weights.length);
@@ -151,6 +323,7 @@ export function selectSegments(weights, { topK = 0, sign = "all" } = {}) {
     const w = weights[i];
     if ((sign === "positive" && w > 0) || (sign === "negative" && w < 0) || (sign === "all" && w !== 0)) allowed.push(i);
   }
+  /** @type {(i: number) => number} */
   const score = sign === "positive" ? (i) => weights[i] : sign === "negative" ? (i) => -weights[i] : (i) => Math.abs(weights[i]);
   allowed.sort((a, b) => score(b) - score(a) || a - b);
   const keep = topK > 0 ? Math.min(topK, allowed.length) : allowed.length;
@@ -161,6 +334,10 @@ export function selectSegments(weights, { topK = 0, sign = "all" } = {}) {
 /**
  * Pixels to colour (Uint8Array of 0/1, one per pixel). With superpixels (`segments` labels and `weights`), the
  * selected superpixels; otherwise a per-pixel sign filter (top-k does not apply to pixel maps).
+ * @param {ArrayLike<number>} values
+ * @param {{ segments?: ArrayLike<number> | null, weights?: ArrayLike<number> | null, topK?: number,
+ *   sign?: string }} [options]
+ * @returns {Uint8Array}
  */
 export function pixelMask(values, { segments = null, weights = null, topK = 0, sign = "all" } = {}) {
   const mask = new Uint8Array(values.length);
@@ -187,6 +364,10 @@ export function pixelMask(values, { segments = null, weights = null, topK = 0, s
  * The blend follows the evidence, so where the map is zero the image shows untouched and strong evidence shows
  * in full colour: signed maps use alpha = opacity * |t - 0.5| * 2 (t in [0, 1] over a range centred on zero),
  * non-negative maps alpha = opacity * t. hideRest paints unmasked pixels black.
+ * @param {{ image?: ArrayLike<number> | null, values: ArrayLike<number>, width: number, height: number,
+ *   mask?: ArrayLike<number> | null, range: Range, colormap?: string, signed?: boolean, opacity?: number,
+ *   hideRest?: boolean }} options
+ * @returns {Uint8ClampedArray}
  */
 export function composeOverlay({
   image = null,
@@ -197,25 +378,25 @@ export function composeOverlay({
   range,
   colormap = "inferno",
   signed = false,
-  opacity = 0.6,
+  opacity = DEFAULT_VIEW.opacity,
   hideRest = false,
 }) {
   const n = width * height;
   if (values.length !== n) throw new Error(`map has ${values.length} values, expected ${width}x${height}`);
   const useImage = image !== null && image.length === n * 3;
-  const lut = colormapLUT(colormap, 256);
+  const lut = colormapLUT(colormap, LUT_SIZE);
   const out = new Uint8ClampedArray(n * 4);
   const a0 = Math.max(0, Math.min(1, opacity));
   for (let i = 0; i < n; i++) {
     const o = i * 4;
-    let r = useImage ? image[i * 3] : 128;
-    let g = useImage ? image[i * 3 + 1] : 128;
-    let b = useImage ? image[i * 3 + 2] : 128;
+    let r = useImage ? image[i * 3] : NO_IMAGE_GREY;
+    let g = useImage ? image[i * 3 + 1] : NO_IMAGE_GREY;
+    let b = useImage ? image[i * 3 + 2] : NO_IMAGE_GREY;
     const shown = mask === null || mask[i] === 1;
     if (shown) {
       const v = values[i];
       const t = Number.isFinite(v) ? normalise(v, range) : 0.5;
-      const k = Math.round(t * 255) * 3;
+      const k = Math.round(t * (LUT_SIZE - 1)) * 3;
       const alpha = signed ? a0 * Math.min(1, Math.abs(t - 0.5) * 2) : a0 * t;
       r = r * (1 - alpha) + lut[k] * alpha;
       g = g * (1 - alpha) + lut[k + 1] * alpha;
@@ -231,12 +412,25 @@ export function composeOverlay({
   return out;
 }
 
-/** An integer zoom so a small map is drawn at about `target` pixels (a 32x32 image at 7x: 224x224). */
-export function displayScale(width, height, target = 224) {
+/**
+ * An integer zoom so a small map is drawn at about `target` pixels (a 32x32 image at 7x: 224x224).
+ * @param {number} width
+ * @param {number} height
+ * @param {number} [target]
+ * @returns {number}
+ */
+export function displayScale(width, height, target = DISPLAY_SIZE) {
   return Math.max(1, Math.floor(target / Math.max(width, height, 1)));
 }
 
-/** RGBA pixels (width*height*4) enlarged `factor` times, each pixel a factor x factor block. */
+/**
+ * RGBA pixels (width*height*4) enlarged `factor` times, each pixel a factor x factor block.
+ * @param {Uint8ClampedArray} rgba
+ * @param {number} width
+ * @param {number} height
+ * @param {number} factor
+ * @returns {Uint8ClampedArray}
+ */
 export function upscaleNearest(rgba, width, height, factor) {
   if (factor === 1) return rgba;
   const outWidth = width * factor;
@@ -258,6 +452,11 @@ export function upscaleNearest(rgba, width, height, factor) {
 /**
  * Superpixel borders at a zoom of `factor`: 1 on the last display column (row) of a source pixel whose right
  * (lower) neighbour has another label, so borders stay one display pixel thin whatever the zoom.
+ * @param {ArrayLike<number>} segments
+ * @param {number} width
+ * @param {number} height
+ * @param {number} factor
+ * @returns {Uint8Array}
  */
 export function scaledBoundaries(segments, width, height, factor) {
   const outWidth = width * factor;
@@ -276,7 +475,13 @@ export function scaledBoundaries(segments, width, height, factor) {
   return edge;
 }
 
-/** Paint `color` ([r, g, b]) into RGBA pixels wherever `mask` is 1 (in place; returns `rgba`). */
+/**
+ * Paint `color` ([r, g, b]) into RGBA pixels wherever `mask` is 1 (in place; returns `rgba`).
+ * @param {Uint8ClampedArray} rgba
+ * @param {ArrayLike<number>} mask
+ * @param {RGB} [color]
+ * @returns {Uint8ClampedArray}
+ */
 export function paintMask(rgba, mask, color = BOUNDARY) {
   for (let i = 0; i < mask.length; i++) {
     if (mask[i]) {
@@ -288,19 +493,79 @@ export function paintMask(rgba, mask, color = BOUNDARY) {
   return rgba;
 }
 
-/** One activation channel (values, h*w) as RGBA, min-max scaled (a constant channel is drawn dark). */
+/**
+ * A map with its view settings applied, ready for a canvas: masked by the superpixel or sign filter, blended over
+ * `image` when it has the map's size, enlarged by `displayScale` (so superpixel borders stay one pixel thin) and
+ * outlined if asked. Returns the pixels, their size, and the range and colour map a colour bar shows.
+ * @param {Decoded} map (H, W)
+ * @param {{ segments: Decoded | null, weights: Decoded | null, image: Decoded | null, signed: boolean }} data
+ * @param {View} view
+ * @returns {{ rgba: Uint8ClampedArray, width: number, height: number, range: Range, colormap: string }}
+ */
+export function mapPixels(map, { segments, weights, image, signed }, view) {
+  const [height, width] = map.shape;
+  const mask = pixelMask(map.values, {
+    segments: segments && segments.values,
+    weights: weights && weights.values,
+    topK: view.topK,
+    sign: view.sign,
+  });
+  const range = valueRange(map.values, signed);
+  const colormap = resolveColormap(view.colormap, signed);
+  const sameSize = image && image.shape[0] === height && image.shape[1] === width;
+  const overlay = composeOverlay({
+    image: sameSize ? image.values : null,
+    values: map.values,
+    width,
+    height,
+    mask,
+    range,
+    colormap,
+    signed,
+    opacity: view.opacity,
+    hideRest: view.hideRest,
+  });
+  const factor = displayScale(width, height);
+  const rgba = upscaleNearest(overlay, width, height, factor);
+  if (view.boundaries && segments) paintMask(rgba, scaledBoundaries(segments.values, width, height, factor));
+  return { rgba, width: width * factor, height: height * factor, range, colormap };
+}
+
+/**
+ * An (H, W, 3) uint8 image as RGBA pixels.
+ * @param {Decoded} decoded
+ * @returns {Uint8ClampedArray}
+ */
+export function imagePixels(decoded) {
+  const [h, w] = decoded.shape;
+  const rgba = new Uint8ClampedArray(h * w * 4);
+  for (let i = 0; i < h * w; i++) {
+    rgba[i * 4] = decoded.values[i * 3];
+    rgba[i * 4 + 1] = decoded.values[i * 3 + 1];
+    rgba[i * 4 + 2] = decoded.values[i * 3 + 2];
+    rgba[i * 4 + 3] = 255;
+  }
+  return rgba;
+}
+
+/**
+ * One activation channel (values, h*w) as RGBA, min-max scaled (a constant channel is drawn dark).
+ * @param {ArrayLike<number>} values
+ * @param {string} [colormap]
+ * @returns {Uint8ClampedArray}
+ */
 export function channelPixels(values, colormap = "inferno") {
   let low = Infinity;
   let high = -Infinity;
-  for (const v of values) {
-    if (v < low) low = v;
-    if (v > high) high = v;
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] < low) low = values[i];
+    if (values[i] > high) high = values[i];
   }
   const span = high > low ? high - low : 0;
-  const lut = colormapLUT(colormap, 256);
+  const lut = colormapLUT(colormap, LUT_SIZE);
   const out = new Uint8ClampedArray(values.length * 4);
   for (let i = 0; i < values.length; i++) {
-    const k = span > 0 ? Math.round(((values[i] - low) / span) * 255) * 3 : 0;
+    const k = span > 0 ? Math.round(((values[i] - low) / span) * (LUT_SIZE - 1)) * 3 : 0;
     out[i * 4] = lut[k];
     out[i * 4 + 1] = lut[k + 1];
     out[i * 4 + 2] = lut[k + 2];
@@ -309,16 +574,76 @@ export function channelPixels(values, colormap = "inferno") {
   return out;
 }
 
-/** A number for a colour bar or table: 3 significant digits, exponent form when tiny or huge. */
+/**
+ * The most superpixels any panel has (0: no superpixel maps), which bounds the top-k slider.
+ * @param {Panel[]} panels
+ * @returns {number}
+ */
+export function segmentCount(panels) {
+  return panels.reduce((most, p) => (p.weights ? Math.max(most, p.weights.shape[0]) : most), 0);
+}
+
+/**
+ * The class whose prediction shows as pressed: the chosen target, else the one the panels explain, else the top one.
+ * @param {number | null} target
+ * @param {Panel[]} panels
+ * @param {Prediction[]} predictions (not empty)
+ * @returns {number}
+ */
+export function shownTarget(target, panels, predictions) {
+  return target ?? panels.find((p) => p.target !== null)?.target ?? predictions[0].index;
+}
+
+/**
+ * A number typed or slid into a parameter's control: rounded for an "int" parameter.
+ * @param {Control["kind"]} kind
+ * @param {string} text
+ * @returns {number}
+ */
+export function controlValue(kind, text) {
+  return kind === "int" ? Math.round(Number(text)) : Number(text);
+}
+
+/**
+ * A panel's caption: its title, with the progress of a partial result ("LIME · 40%").
+ * @param {Panel} panel
+ * @returns {string}
+ */
+export function panelCaption(panel) {
+  const progress = panel.status === "partial" ? ` · ${Math.round((panel.progress || 0) * 100)}%` : "";
+  return `${panel.title}${progress}`;
+}
+
+/**
+ * The line under a panel: timing and note once there is a map, else the note or what is happening.
+ * @param {Panel} panel
+ * @returns {string}
+ */
+export function panelInfoText(panel) {
+  if (!panel.map) return panel.note || (panel.status === "error" ? "failed" : "computing…");
+  const note = panel.note ? ` · ${panel.note}` : "";
+  return `${timingText(panel.elapsed_ms, panel.n_evals)}${note}`;
+}
+
+/**
+ * A number for a colour bar or table: 3 significant digits, exponent form when tiny or huge.
+ * @param {number} value
+ * @returns {string}
+ */
 export function formatValue(value) {
   if (!Number.isFinite(value)) return String(value);
   if (value === 0) return "0";
   const a = Math.abs(value);
-  if (a >= 1e4 || a < 1e-3) return value.toExponential(2);
-  return Number(value.toPrecision(3)).toString();
+  if (a >= PLAIN_NUMBERS.high || a < PLAIN_NUMBERS.low) return value.toExponential(SIGNIFICANT_DIGITS - 1);
+  return Number(value.toPrecision(SIGNIFICANT_DIGITS)).toString();
 }
 
-/** "computed in 123 ms (1,000 model evaluations)". */
+/**
+ * "computed in 123 ms (1,000 model evaluations)".
+ * @param {unknown} elapsedMs
+ * @param {unknown} nEvals
+ * @returns {string}
+ */
 export function timingText(elapsedMs, nEvals) {
   const ms = Math.round(Number(elapsedMs) || 0);
   const evals = Math.round(Number(nEvals) || 0);
@@ -326,7 +651,12 @@ export function timingText(elapsedMs, nEvals) {
   return `computed in ${ms.toLocaleString("en-US")} ms (${evals.toLocaleString("en-US")} model ${plural})`;
 }
 
-/** The text of the status line: "idle", "computing 40%" or "error". */
+/**
+ * The text of the status line: "idle", "computing 40%" or "error".
+ * @param {string} status
+ * @param {unknown} progress
+ * @returns {string}
+ */
 export function statusText(status, progress) {
   if (status === "computing") {
     const p = Number(progress) || 0;
@@ -339,6 +669,14 @@ export function statusText(status, progress) {
 // DOM helpers (used only inside render)
 // ---------------------------------------------------------------------------------------------------------------
 
+/**
+ * A new element with a class and text (always text, never HTML).
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string | null} [className]
+ * @param {unknown} [text]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -346,441 +684,551 @@ function element(tag, className, text) {
   return node;
 }
 
+/**
+ * Mark an input as ours: JupyterLab's command-mode shortcuts would otherwise swallow arrow keys and letters typed here.
+ * @template {HTMLElement} T
+ * @param {T} node
+ * @returns {T}
+ */
 function interactive(node) {
-  // JupyterLab's command-mode shortcuts would otherwise swallow arrow keys and letters typed here.
   node.setAttribute("data-lm-suppress-shortcuts", "true");
   return node;
 }
 
+/**
+ * A select of `[value, text]` options.
+ * @param {string} className
+ * @param {Array<[string, string]>} options
+ * @returns {HTMLSelectElement}
+ */
+function selectInput(className, options) {
+  const select = interactive(element("select", className));
+  for (const [value, text] of options) {
+    const option = element("option", null, text);
+    option.value = value;
+    select.append(option);
+  }
+  return select;
+}
+
+/**
+ * An `<input>` of `type`, with its other properties (min, max, step, value) set as strings, in the given order.
+ * @param {string} className
+ * @param {string} type
+ * @param {Record<string, unknown>} [properties]
+ * @returns {HTMLInputElement}
+ */
+function input(className, type, properties = {}) {
+  const node = interactive(element("input", className));
+  node.type = type;
+  for (const [name, value] of Object.entries(properties)) Object.assign(node, { [name]: String(value) });
+  return node;
+}
+
+/**
+ * A `<button type="button">` with `data-<name>` attributes and a pressed state, calling `onClick`.
+ * @param {Context} ctx
+ * @param {string} className
+ * @param {Record<string, string>} data
+ * @param {boolean} pressed
+ * @param {() => void} onClick
+ * @returns {HTMLButtonElement}
+ */
+function toggleButton(ctx, className, data, pressed, onClick) {
+  const button = interactive(element("button", className));
+  button.type = "button";
+  Object.assign(button.dataset, data);
+  button.setAttribute("aria-pressed", String(pressed));
+  ctx.listen(button, "click", onClick);
+  return button;
+}
+
+/**
+ * Size `canvas` to `width` x `height` and draw RGBA pixels on it.
+ * @param {HTMLCanvasElement} canvas
+ * @param {Uint8ClampedArray} rgba
+ * @param {number} width
+ * @param {number} height
+ */
 function putPixels(canvas, rgba, width, height) {
   canvas.width = width;
   canvas.height = height;
-  canvas.getContext("2d").putImageData(new ImageData(rgba, width, height), 0, 0);
+  canvas.getContext("2d")?.putImageData(new ImageData(rgba, width, height), 0, 0);
 }
 
-function imagePixels(decoded) {
-  // (H, W, 3) uint8 -> RGBA
-  const [h, w] = decoded.shape;
-  const rgba = new Uint8ClampedArray(h * w * 4);
-  for (let i = 0; i < h * w; i++) {
-    rgba[i * 4] = decoded.values[i * 3];
-    rgba[i * 4 + 1] = decoded.values[i * 3 + 1];
-    rgba[i * 4 + 2] = decoded.values[i * 3 + 2];
-    rgba[i * 4 + 3] = 255;
+// ---------------------------------------------------------------------------------------------------------------
+// Sections of the view: each fills its part of the layout and returns its `update`
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * What every section needs: the model, DOM listeners that go when the view does, and writing a trait to the kernel.
+ * @typedef {object} Context
+ * @property {Model} model
+ * @property {(node: EventTarget, event: string, handler: (event: any) => void) => void} listen
+ * @property {(name: string, value: unknown) => void} send
+ */
+
+/** @typedef {ReturnType<typeof buildLayout>} Layout */
+
+/**
+ * The view's skeleton: header (title, status, progress), error, Explorer strip, side column (controls, view
+ * controls, predictions), main column (panels, channels, correlation) and the timing line.
+ * @param {string} kind the widget's `kind`, for `data-kind` (what tests and styles select on)
+ */
+function buildLayout(kind) {
+  const root = element("div", "livexai-root");
+  root.dataset.kind = kind;
+  const header = element("div", "livexai-header");
+  const title = element("div", "livexai-title");
+  const status = element("span", "livexai-status");
+  status.setAttribute("role", "status");
+  const progress = element("div", "livexai-progress");
+  const progressBar = element("div", "livexai-progress-bar");
+  progress.append(progressBar);
+  header.append(title, status, progress);
+  const error = element("div", "livexai-error");
+  error.setAttribute("role", "alert");
+  const strip = element("div", "livexai-strip");
+  const body = element("div", "livexai-body");
+  const side = element("div", "livexai-side");
+  const controls = element("div", "livexai-controls");
+  const viewControls = element("div", "livexai-view-controls");
+  const predictions = element("div", "livexai-predictions");
+  side.append(controls, viewControls, predictions);
+  const main = element("div", "livexai-main");
+  const panels = element("div", "livexai-panels");
+  const channels = element("div", "livexai-channels");
+  const correlation = element("div", "livexai-correlation");
+  main.append(panels, channels, correlation);
+  body.append(side, main);
+  const info = element("div", "livexai-info");
+  root.append(header, error, strip, body, info);
+  return {
+    root, title, status, progress, progressBar, error, strip, controls, viewControls, predictions, panels, channels,
+    correlation, info,
+  };
+}
+
+/**
+ * Title, status line, progress bar, error message and the timing line.
+ * @param {Context} ctx
+ * @param {Layout} layout
+ */
+function statusSection(ctx, layout) {
+  const { model } = ctx;
+  return function update() {
+    layout.title.textContent = model.get(TRAITS.title) || "";
+    const status = model.get(TRAITS.status);
+    const progress = model.get(TRAITS.progress);
+    layout.status.textContent = statusText(status, progress);
+    layout.root.dataset.status = status;
+    layout.progressBar.style.width = `${Math.round((Number(progress) || 0) * 100)}%`;
+    layout.progress.dataset.active = String(status === "computing");
+    const message = model.get(TRAITS.error) || "";
+    layout.error.textContent = message;
+    layout.error.hidden = message === "";
+    const nEvals = model.get(TRAITS.nEvals);
+    layout.info.textContent = status === "idle" || nEvals > 0 ? timingText(model.get(TRAITS.elapsedMs), nEvals) : "";
+  };
+}
+
+/**
+ * The parameters' controls (`controls` trait; each change goes to the kernel, which may refuse it).
+ * `update()` rebuilds them; `update(name)` shows the kernel's value of one parameter.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {(name?: string) => void}
+ */
+function controlsSection(ctx, node) {
+  /** @type {Map<string, (value: unknown) => void>} parameter -> show its value */
+  const inputs = new Map();
+  return function update(name) {
+    if (name !== undefined) {
+      inputs.get(name)?.(ctx.model.get(name));
+      return;
+    }
+    node.replaceChildren();
+    inputs.clear();
+    for (const spec of /** @type {Control[]} */ (ctx.model.get(TRAITS.controls) || [])) {
+      const row = element("label", `livexai-control livexai-control-${spec.name}`);
+      row.append(element("span", "livexai-control-label", spec.label || spec.name));
+      const show = spec.kind === "choice" ? choiceControl(ctx, spec, row) : numberControl(ctx, spec, row);
+      inputs.set(spec.name, show);
+      node.append(row);
+      show(ctx.model.get(spec.name));
+    }
+  };
+}
+
+/**
+ * A select for a "choice" parameter, appended to `row`; returns what shows a value.
+ * @param {Context} ctx
+ * @param {Control} spec
+ * @param {HTMLElement} row
+ * @returns {(value: unknown) => void}
+ */
+function choiceControl(ctx, spec, row) {
+  const select = selectInput(`livexai-select livexai-select-${spec.name}`, (spec.choices || []).map((c) => [c, c]));
+  ctx.listen(select, "change", () => ctx.send(spec.name, select.value));
+  row.append(select);
+  return (value) => (select.value = String(value));
+}
+
+/**
+ * A slider and a number box for an "int" or "float" parameter, appended to `row`; returns what shows a value.
+ * @param {Context} ctx
+ * @param {Control} spec
+ * @param {HTMLElement} row
+ * @returns {(value: unknown) => void}
+ */
+function numberControl(ctx, spec, row) {
+  const range = { min: spec.min, max: spec.max, step: spec.step };
+  const slider = input(`livexai-slider livexai-slider-${spec.name}`, "range", range);
+  const number = input(`livexai-number livexai-number-${spec.name}`, "number", range);
+  ctx.listen(slider, "input", () => {
+    number.value = slider.value;
+    ctx.send(spec.name, controlValue(spec.kind, slider.value));
+  });
+  // The number box sends whatever is typed, even out of the slider's range: the kernel checks it and
+  // refuses what is invalid with a message, which is the behaviour users should see.
+  // Enter commits too (Chromium fires "change" for a number box only when it loses focus).
+  ctx.listen(number, "keydown", (event) => {
+    if (event.key === "Enter") number.blur();
+  });
+  ctx.listen(number, "change", () => {
+    if (number.value.trim() === "" || !Number.isFinite(Number(number.value))) {
+      number.value = String(ctx.model.get(spec.name));
+      return;
+    }
+    ctx.send(spec.name, controlValue(spec.kind, number.value));
+  });
+  row.append(slider, number);
+  return (value) => {
+    slider.value = String(value);
+    number.value = String(value);
+  };
+}
+
+/**
+ * Browser-only controls of how maps are drawn (they change `view` and call `redraw`, no kernel round trip).
+ * `update()` fits the top-superpixels slider to the panels shown.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @param {View} view
+ * @param {() => void} redraw
+ * @returns {() => void}
+ */
+function viewControlsSection(ctx, node, view, redraw) {
+  /** @type {(label: string, className: string, control: HTMLElement) => HTMLElement} */
+  const row = (label, className, control) => {
+    const line = element("label", `livexai-control ${className}-row`);
+    line.append(element("span", "livexai-control-label", label), control);
+    node.append(line);
+    return line;
+  };
+  /** @type {(control: HTMLElement, event: string, apply: () => void) => void} */
+  const onEdit = (control, event, apply) => ctx.listen(control, event, () => {
+    apply();
+    redraw();
+  });
+  const opacity = input("livexai-opacity", "range", { min: 0, max: 1, step: OPACITY_STEP, value: view.opacity });
+  onEdit(opacity, "input", () => (view.opacity = Number(opacity.value)));
+  row("opacity", "livexai-opacity", opacity);
+  const colormap = selectInput("livexai-colormap", COLORMAPS.map((name) => [name, name]));
+  onEdit(colormap, "change", () => (view.colormap = colormap.value));
+  row("colour map", "livexai-colormap", colormap);
+  /** @type {Array<[string, string]>} */
+  const signs = SIGNS.map((name) => [name, name === "all" ? "positive and negative" : `${name} only`]);
+  const sign = selectInput("livexai-sign", signs);
+  onEdit(sign, "change", () => (view.sign = sign.value));
+  row("show", "livexai-sign", sign);
+  const topK = input("livexai-topk", "range", { min: 0, max: TOPK_SLIDER_MAX, step: 1, value: view.topK });
+  const topKValue = element("span", "livexai-topk-value", "all");
+  onEdit(topK, "input", () => (view.topK = Number(topK.value)));
+  row("top superpixels", "livexai-topk", topK).append(topKValue);
+  const hideRest = input("livexai-hide-rest", "checkbox");
+  onEdit(hideRest, "change", () => (view.hideRest = hideRest.checked));
+  row("hide the rest", "livexai-hide-rest", hideRest);
+  const boundaries = input("livexai-boundaries", "checkbox");
+  onEdit(boundaries, "change", () => (view.boundaries = boundaries.checked));
+  row("superpixel borders", "livexai-boundaries", boundaries);
+  return function update() {
+    const count = segmentCount(ctx.model.get(TRAITS.panels) || []);
+    topK.disabled = count === 0;
+    if (count > 0) topK.max = String(count);
+    topKValue.textContent = view.topK > 0 ? String(view.topK) : "all";
+  };
+}
+
+/**
+ * The top predictions as bars; clicking one explains that class (sets `target`).
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function predictionsSection(ctx, node) {
+  return function update() {
+    node.replaceChildren();
+    /** @type {Prediction[]} */
+    const predictions = ctx.model.get(TRAITS.predictions) || [];
+    if (predictions.length === 0) return;
+    node.append(element("div", "livexai-section-title", "top predictions (click to explain)"));
+    const pressed = shownTarget(ctx.model.get(TRAITS.target), ctx.model.get(TRAITS.panels) || [], predictions);
+    for (const p of predictions) {
+      const send = () => ctx.send(TRAITS.target, p.index);
+      const button = toggleButton(ctx, "livexai-pred", { index: String(p.index) }, p.index === pressed, send);
+      const bar = element("span", "livexai-pred-bar");
+      bar.style.width = `${Math.max(0, Math.min(1, p.probability)) * 100}%`;
+      const value = `${(p.probability * 100).toFixed(1)}%`;
+      button.append(bar, element("span", "livexai-pred-label", p.label), element("span", "livexai-pred-value", value));
+      node.append(button);
+    }
+  };
+}
+
+/**
+ * The Explorer's strip of thumbnails; clicking one explains that image (sets `selected`).
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function stripSection(ctx, node) {
+  return function update() {
+    node.replaceChildren();
+    /** @type {Thumbnail[] | undefined} */
+    const thumbnails = ctx.model.get(TRAITS.thumbnails);
+    if (!thumbnails || thumbnails.length === 0) return;
+    const selected = ctx.model.get(TRAITS.selected);
+    thumbnails.forEach((wire, index) => {
+      const decoded = /** @type {Decoded} */ (decodeArray(wire));
+      const send = () => ctx.send(TRAITS.selected, index);
+      const button = toggleButton(ctx, "livexai-thumb", { index: String(index) }, index === selected, send);
+      const canvas = element("canvas");
+      putPixels(canvas, imagePixels(decoded), decoded.shape[1], decoded.shape[0]);
+      button.append(canvas);
+      node.append(button);
+    });
+  };
+}
+
+/** @typedef {ReturnType<typeof panelFigure>} PanelNodes */
+
+/**
+ * A panel's figure: caption, canvas, colour bar and info line.
+ * @param {string} key the panel's key (`data-key`)
+ */
+function panelFigure(key) {
+  const figure = element("figure", "livexai-panel");
+  figure.dataset.key = key;
+  const caption = element("figcaption", "livexai-panel-title");
+  const canvas = element("canvas", "livexai-canvas");
+  const bar = element("div", "livexai-colorbar");
+  const barGradient = element("div", "livexai-colorbar-gradient");
+  const barLabels = element("div", "livexai-colorbar-labels");
+  bar.append(barGradient, barLabels);
+  const info = element("div", "livexai-panel-info");
+  figure.append(caption, canvas, bar, info);
+  return { figure, caption, canvas, barGradient, barLabels, info };
+}
+
+/**
+ * Draw one panel: its map over the image with the view's settings, or the bare image while there is no map yet.
+ * @param {PanelNodes} nodes
+ * @param {Panel} p
+ * @param {Decoded | null} image
+ * @param {View} view
+ */
+function drawPanel(nodes, p, image, view) {
+  nodes.caption.textContent = panelCaption(p);
+  nodes.figure.dataset.status = p.status || "done";
+  nodes.info.textContent = panelInfoText(p);
+  const map = decodeArray(p.map);
+  nodes.canvas.classList.toggle("livexai-empty", !map);
+  if (!map) {
+    if (image) putPixels(nodes.canvas, imagePixels(image), image.shape[1], image.shape[0]);
+    nodes.barLabels.replaceChildren();
+    return;
   }
-  return rgba;
+  const data = { segments: decodeArray(p.segments), weights: decodeArray(p.weights), image, signed: p.signed };
+  const drawn = mapPixels(map, data, view);
+  putPixels(nodes.canvas, drawn.rgba, drawn.width, drawn.height);
+  nodes.barGradient.style.background = `linear-gradient(to right, ${colormapCss(drawn.colormap).join(", ")})`;
+  const labels = p.signed ? [drawn.range.low, 0, drawn.range.high] : [drawn.range.low, drawn.range.high];
+  nodes.barLabels.replaceChildren(...labels.map((v) => element("span", null, formatValue(v))));
+}
+
+/**
+ * The panels (one figure per panel key, kept across updates) and the activation channel grid.
+ * @param {Context} ctx
+ * @param {Layout} layout
+ * @param {View} view
+ * @returns {() => void}
+ */
+function panelsSection(ctx, layout, view) {
+  /** @type {Map<string, PanelNodes>} */
+  const figures = new Map();
+  return function update() {
+    const image = decodeArray(ctx.model.get(TRAITS.image));
+    /** @type {Panel[]} */
+    const panels = ctx.model.get(TRAITS.panels) || [];
+    const seen = new Set();
+    for (const p of panels) {
+      if (!p.map && p.channels) continue; // the channel grid's panel: drawn below
+      let nodes = figures.get(p.key);
+      if (!nodes) figures.set(p.key, (nodes = panelFigure(p.key)));
+      seen.add(p.key);
+      if (nodes.figure.parentNode !== layout.panels) layout.panels.append(nodes.figure);
+      drawPanel(nodes, p, image, view);
+    }
+    for (const [key, nodes] of figures) {
+      if (!seen.has(key)) {
+        nodes.figure.remove();
+        figures.delete(key);
+      }
+    }
+    const channelPanel = panels.find((p) => p.channels);
+    layout.channels.replaceChildren(...(channelPanel ? channelGrid(ctx, channelPanel) : []));
+  };
+}
+
+/**
+ * The LayerWidget's channels: the chosen one (`channel`; -1: the first, strongest) enlarged above a grid of all;
+ * clicking one chooses it. Returns the nodes to show (none without channel data).
+ * @param {Context} ctx
+ * @param {Panel} p the panel with `channels` and `channel_ids`
+ * @returns {HTMLElement[]}
+ */
+function channelGrid(ctx, p) {
+  const channels = decodeArray(p.channels);
+  const ids = decodeArray(p.channel_ids);
+  if (!channels || !ids) return [];
+  const [count, h, w] = channels.shape;
+  const chosen = ctx.model.get(TRAITS.channel);
+  const large = element("canvas", "livexai-channel-large");
+  const largeTitle = element("div", "livexai-section-title");
+  const grid = element("div", "livexai-channel-grid");
+  for (let c = 0; c < count; c++) {
+    const id = ids.values[c];
+    const pixels = channelPixels(channels.values.subarray(c * h * w, (c + 1) * h * w));
+    const send = () => ctx.send(TRAITS.channel, id);
+    const button = toggleButton(ctx, "livexai-channel", { channel: String(id) }, id === chosen, send);
+    button.title = `channel ${id}`;
+    const canvas = element("canvas");
+    putPixels(canvas, pixels, w, h);
+    button.append(canvas);
+    grid.append(button);
+    if (id === chosen || (chosen < 0 && c === 0)) {
+      putPixels(large, pixels, w, h);
+      largeTitle.textContent = `channel ${id} (click a channel below to enlarge it)`;
+    }
+  }
+  return [largeTitle, large, grid];
+}
+
+/**
+ * The Explorer's table of rank correlations between its methods' maps.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function correlationSection(ctx, node) {
+  return function update() {
+    /** @type {Correlation | null} */
+    const wire = ctx.model.get(TRAITS.correlation);
+    const matrix = wire ? decodeArray(wire) : null;
+    node.replaceChildren(...(wire && matrix ? [correlationTable(matrix, wire.names || [])] : []));
+  };
+}
+
+/**
+ * A table of an (n, n) matrix with `names` along both sides; each cell's strength and sign are CSS hooks.
+ * @param {Decoded} matrix
+ * @param {string[]} names
+ * @returns {HTMLTableElement}
+ */
+function correlationTable(matrix, names) {
+  const n = matrix.shape[0];
+  const table = element("table", "livexai-correlation-table");
+  table.append(element("caption", null, "rank correlation between maps (Spearman)"));
+  const head = element("tr");
+  head.append(element("th"));
+  for (const name of names) head.append(element("th", null, name));
+  table.append(head);
+  for (let i = 0; i < n; i++) {
+    const row = element("tr");
+    row.append(element("th", null, names[i]));
+    for (let j = 0; j < n; j++) {
+      const v = matrix.values[i * n + j];
+      const cell = element("td", null, Number.isFinite(v) ? v.toFixed(2) : "–");
+      if (Number.isFinite(v)) cell.style.setProperty("--livexai-strength", String(Math.abs(v)));
+      cell.dataset.sign = v < 0 ? "negative" : "positive";
+      row.append(cell);
+    }
+    table.append(row);
+  }
+  return table;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // render
 // ---------------------------------------------------------------------------------------------------------------
 
+/**
+ * anywidget's entry point: build the view in `el`, keep it in step with `model`, and return the cleanup that
+ * removes every listener added here and the view itself.
+ * @param {{ model: Model, el: HTMLElement }} options
+ * @returns {() => void}
+ */
 function render({ model, el }) {
   const abort = new AbortController();
-  const listen = (node, event, handler) => node.addEventListener(event, handler, { signal: abort.signal });
+  /** @type {Array<[string, () => void]>} */
   const subscriptions = [];
+  /** @type {(event: string, handler: () => void) => void} */
   const on = (event, handler) => {
     model.on(event, handler);
     subscriptions.push([event, handler]);
   };
-  const send = (name, value) => {
-    model.set(name, value);
-    model.save_changes();
+  /** @type {Context} */
+  const ctx = {
+    model,
+    listen: (node, event, handler) => node.addEventListener(event, handler, { signal: abort.signal }),
+    send: (name, value) => {
+      model.set(name, value);
+      model.save_changes();
+    },
   };
+  const view = { ...DEFAULT_VIEW };
+  const layout = buildLayout(model.get(TRAITS.kind) || "");
+  el.append(layout.root);
 
-  // Browser-only view state: changing it redraws without a kernel round trip.
-  const view = { opacity: 0.6, colormap: "auto", sign: "all", topK: 0, hideRest: false, boundaries: false };
-
-  const root = element("div", "livexai-root");
-  root.dataset.kind = model.get(TRAITS.kind) || "";
-  const header = element("div", "livexai-header");
-  const title = element("div", "livexai-title");
-  const statusNode = element("span", "livexai-status");
-  statusNode.setAttribute("role", "status");
-  const progressOuter = element("div", "livexai-progress");
-  const progressBar = element("div", "livexai-progress-bar");
-  progressOuter.append(progressBar);
-  header.append(title, statusNode, progressOuter);
-  const errorNode = element("div", "livexai-error");
-  errorNode.setAttribute("role", "alert");
-  const strip = element("div", "livexai-strip");
-  const body = element("div", "livexai-body");
-  const side = element("div", "livexai-side");
-  const controlsNode = element("div", "livexai-controls");
-  const viewNode = element("div", "livexai-view-controls");
-  const predictionsNode = element("div", "livexai-predictions");
-  side.append(controlsNode, viewNode, predictionsNode);
-  const main = element("div", "livexai-main");
-  const panelsNode = element("div", "livexai-panels");
-  const channelsNode = element("div", "livexai-channels");
-  const correlationNode = element("div", "livexai-correlation");
-  main.append(panelsNode, channelsNode, correlationNode);
-  body.append(side, main);
-  const info = element("div", "livexai-info");
-  root.append(header, errorNode, strip, body, info);
-  el.append(root);
-
-  // -- parameter controls (kernel round trip) -------------------------------------------------------------------
-  const controlInputs = new Map(); // name -> {update(value)}
-  let controlSubscriptions = [];
-  function buildControls() {
-    controlsNode.replaceChildren();
-    controlInputs.clear();
-    for (const [event, handler] of controlSubscriptions) model.off(event, handler);
-    controlSubscriptions = [];
-    for (const spec of model.get(TRAITS.controls) || []) {
-      const row = element("label", `livexai-control livexai-control-${spec.name}`);
-      row.append(element("span", "livexai-control-label", spec.label || spec.name));
-      if (spec.kind === "choice") {
-        const select = interactive(element("select", `livexai-select livexai-select-${spec.name}`));
-        for (const choice of spec.choices) {
-          const option = element("option", null, choice);
-          option.value = choice;
-          select.append(option);
-        }
-        listen(select, "change", () => send(spec.name, select.value));
-        row.append(select);
-        controlInputs.set(spec.name, { update: (v) => (select.value = String(v)) });
-      } else {
-        const slider = interactive(element("input", `livexai-slider livexai-slider-${spec.name}`));
-        slider.type = "range";
-        const number = interactive(element("input", `livexai-number livexai-number-${spec.name}`));
-        number.type = "number";
-        for (const input of [slider, number]) {
-          input.min = String(spec.min);
-          input.max = String(spec.max);
-          input.step = String(spec.step);
-        }
-        const parse = (text) => (spec.kind === "int" ? Math.round(Number(text)) : Number(text));
-        listen(slider, "input", () => {
-          number.value = slider.value;
-          send(spec.name, parse(slider.value));
-        });
-        // The number box sends whatever is typed, even out of the slider's range: the kernel checks it and
-        // refuses what is invalid with a message, which is the behaviour users should see.
-        // Enter commits too (Chromium fires "change" for a number box only when it loses focus).
-        listen(number, "keydown", (event) => {
-          if (event.key === "Enter") number.blur();
-        });
-        listen(number, "change", () => {
-          if (number.value.trim() === "" || !Number.isFinite(Number(number.value))) {
-            number.value = String(model.get(spec.name));
-            return;
-          }
-          send(spec.name, parse(number.value));
-        });
-        row.append(slider, number);
-        controlInputs.set(spec.name, {
-          update: (v) => {
-            slider.value = String(v);
-            number.value = String(v);
-          },
-        });
-      }
-      controlsNode.append(row);
-      controlInputs.get(spec.name).update(model.get(spec.name));
-      const handler = () => controlInputs.get(spec.name)?.update(model.get(spec.name));
-      model.on(`change:${spec.name}`, handler);
-      controlSubscriptions.push([`change:${spec.name}`, handler]);
-    }
+  const status = statusSection(ctx, layout);
+  const controls = controlsSection(ctx, layout.controls);
+  const panels = panelsSection(ctx, layout, view);
+  const viewControls = viewControlsSection(ctx, layout.viewControls, view, () => draw());
+  // The panels and the top-k slider that fits them, redrawn together (also when a view control changes).
+  const draw = () => {
+    panels();
+    viewControls();
+  };
+  /** @type {Array<[string[], () => void]>} the traits each section draws */
+  const sections = [
+    [[TRAITS.controls], () => controls()],
+    [[TRAITS.title, TRAITS.status, TRAITS.error, TRAITS.progress, TRAITS.elapsedMs, TRAITS.nEvals], status],
+    [[TRAITS.panels, TRAITS.image, TRAITS.channel], draw],
+    [[TRAITS.panels, TRAITS.predictions, TRAITS.target], predictionsSection(ctx, layout.predictions)],
+    [[TRAITS.thumbnails, TRAITS.selected], stripSection(ctx, layout.strip)],
+    [[TRAITS.correlation], correlationSection(ctx, layout.correlation)],
+  ];
+  for (const [names, update] of sections) {
+    update();
+    for (const name of names) on(`change:${name}`, () => update());
   }
-
-  // -- view controls (browser only) -----------------------------------------------------------------------------
-  function viewRow(labelText, className, input) {
-    const row = element("label", `livexai-control ${className}-row`);
-    row.append(element("span", "livexai-control-label", labelText), input);
-    viewNode.append(row);
-    return row;
-  }
-  const opacity = interactive(element("input", "livexai-opacity"));
-  Object.assign(opacity, { type: "range", min: "0", max: "1", step: "0.05", value: String(view.opacity) });
-  listen(opacity, "input", () => {
-    view.opacity = Number(opacity.value);
-    draw();
-  });
-  viewRow("opacity", "livexai-opacity", opacity);
-  const colormap = interactive(element("select", "livexai-colormap"));
-  for (const name of COLORMAPS) {
-    const option = element("option", null, name);
-    option.value = name;
-    colormap.append(option);
-  }
-  listen(colormap, "change", () => {
-    view.colormap = colormap.value;
-    draw();
-  });
-  viewRow("colour map", "livexai-colormap", colormap);
-  const sign = interactive(element("select", "livexai-sign"));
-  for (const name of SIGNS) {
-    const option = element("option", null, name === "all" ? "positive and negative" : `${name} only`);
-    option.value = name;
-    sign.append(option);
-  }
-  listen(sign, "change", () => {
-    view.sign = sign.value;
-    draw();
-  });
-  viewRow("show", "livexai-sign", sign);
-  const topK = interactive(element("input", "livexai-topk"));
-  Object.assign(topK, { type: "range", min: "0", max: "50", step: "1", value: "0" });
-  const topKValue = element("span", "livexai-topk-value", "all");
-  listen(topK, "input", () => {
-    view.topK = Number(topK.value);
-    draw();
-  });
-  viewRow("top superpixels", "livexai-topk", topK).append(topKValue);
-  const hideRest = interactive(element("input", "livexai-hide-rest"));
-  hideRest.type = "checkbox";
-  listen(hideRest, "change", () => {
-    view.hideRest = hideRest.checked;
-    draw();
-  });
-  viewRow("hide the rest", "livexai-hide-rest", hideRest);
-  const boundaries = interactive(element("input", "livexai-boundaries"));
-  boundaries.type = "checkbox";
-  listen(boundaries, "change", () => {
-    view.boundaries = boundaries.checked;
-    draw();
-  });
-  viewRow("superpixel borders", "livexai-boundaries", boundaries);
-
-  // -- predictions (click one to explain that class) ------------------------------------------------------------
-  function drawPredictions() {
-    predictionsNode.replaceChildren();
-    const predictions = model.get(TRAITS.predictions) || [];
-    if (predictions.length === 0) return;
-    predictionsNode.append(element("div", "livexai-section-title", "top predictions (click to explain)"));
-    const panels = model.get(TRAITS.panels) || [];
-    const shownTarget = model.get(TRAITS.target) ?? panels.find((p) => p.target !== null)?.target ?? predictions[0].index;
-    for (const p of predictions) {
-      const button = interactive(element("button", "livexai-pred"));
-      button.type = "button";
-      button.dataset.index = String(p.index);
-      button.setAttribute("aria-pressed", String(p.index === shownTarget));
-      const bar = element("span", "livexai-pred-bar");
-      bar.style.width = `${Math.max(0, Math.min(1, p.probability)) * 100}%`;
-      button.append(bar, element("span", "livexai-pred-label", p.label), element("span", "livexai-pred-value", `${(p.probability * 100).toFixed(1)}%`));
-      listen(button, "click", () => send(TRAITS.target, p.index));
-      predictionsNode.append(button);
-    }
-  }
-
-  // -- panels ---------------------------------------------------------------------------------------------------
-  const panelNodes = new Map(); // key -> nodes
-  function panelNode(key) {
-    let nodes = panelNodes.get(key);
-    if (nodes) return nodes;
-    const figure = element("figure", "livexai-panel");
-    figure.dataset.key = key;
-    const caption = element("figcaption", "livexai-panel-title");
-    const canvas = element("canvas", "livexai-canvas");
-    const bar = element("div", "livexai-colorbar");
-    const barGradient = element("div", "livexai-colorbar-gradient");
-    const barLabels = element("div", "livexai-colorbar-labels");
-    bar.append(barGradient, barLabels);
-    const panelInfo = element("div", "livexai-panel-info");
-    figure.append(caption, canvas, bar, panelInfo);
-    nodes = { figure, caption, canvas, barGradient, barLabels, panelInfo };
-    panelNodes.set(key, nodes);
-    return nodes;
-  }
-
-  function drawPanel(nodes, p, image) {
-    const progressText = p.status === "partial" ? ` · ${Math.round((p.progress || 0) * 100)}%` : "";
-    nodes.caption.textContent = `${p.title}${progressText}`;
-    nodes.figure.dataset.status = p.status || "done";
-    const map = decodeArray(p.map);
-    if (!map) {
-      nodes.panelInfo.textContent = p.note || (p.status === "error" ? "failed" : "computing…");
-      nodes.canvas.classList.add("livexai-empty");
-      if (image) putPixels(nodes.canvas, imagePixels(image), image.shape[1], image.shape[0]);
-      nodes.barLabels.replaceChildren();
-      return;
-    }
-    nodes.canvas.classList.remove("livexai-empty");
-    const [height, width] = map.shape;
-    const segments = decodeArray(p.segments);
-    const weights = decodeArray(p.weights);
-    const mask = pixelMask(map.values, {
-      segments: segments && segments.values,
-      weights: weights && weights.values,
-      topK: view.topK,
-      sign: view.sign,
-    });
-    const range = valueRange(map.values, p.signed);
-    const name = resolveColormap(view.colormap, p.signed);
-    const sameSize = image && image.shape[0] === height && image.shape[1] === width;
-    const overlay = composeOverlay({
-      image: sameSize ? image.values : null,
-      values: map.values,
-      width,
-      height,
-      mask,
-      range,
-      colormap: name,
-      signed: p.signed,
-      opacity: view.opacity,
-      hideRest: view.hideRest,
-    });
-    // Small maps are drawn enlarged on the canvas itself, so superpixel borders can stay one pixel thin.
-    const factor = displayScale(width, height);
-    const rgba = upscaleNearest(overlay, width, height, factor);
-    if (view.boundaries && segments) paintMask(rgba, scaledBoundaries(segments.values, width, height, factor));
-    putPixels(nodes.canvas, rgba, width * factor, height * factor);
-    nodes.barGradient.style.background = `linear-gradient(to right, ${colormapCss(name).join(", ")})`;
-    const labels = p.signed ? [range.low, 0, range.high] : [range.low, range.high];
-    nodes.barLabels.replaceChildren(...labels.map((v) => element("span", null, formatValue(v))));
-    const note = p.note ? ` · ${p.note}` : "";
-    nodes.panelInfo.textContent = `${timingText(p.elapsed_ms, p.n_evals)}${note}`;
-  }
-
-  function drawChannels(p) {
-    channelsNode.replaceChildren();
-    const channels = decodeArray(p.channels);
-    const ids = decodeArray(p.channel_ids);
-    if (!channels || !ids) return;
-    const [count, h, w] = channels.shape;
-    const chosen = model.get(TRAITS.channel);
-    const large = element("canvas", "livexai-channel-large");
-    const largeTitle = element("div", "livexai-section-title");
-    const grid = element("div", "livexai-channel-grid");
-    for (let c = 0; c < count; c++) {
-      const values = channels.values.subarray(c * h * w, (c + 1) * h * w);
-      const button = interactive(element("button", "livexai-channel"));
-      button.type = "button";
-      button.dataset.channel = String(ids.values[c]);
-      button.title = `channel ${ids.values[c]}`;
-      button.setAttribute("aria-pressed", String(ids.values[c] === chosen));
-      const canvas = element("canvas");
-      putPixels(canvas, channelPixels(values), w, h);
-      button.append(canvas);
-      listen(button, "click", () => send(TRAITS.channel, ids.values[c]));
-      grid.append(button);
-      if (ids.values[c] === chosen || (chosen < 0 && c === 0)) {
-        putPixels(large, channelPixels(values), w, h);
-        largeTitle.textContent = `channel ${ids.values[c]} (click a channel below to enlarge it)`;
-      }
-    }
-    channelsNode.append(largeTitle, large, grid);
-  }
-
-  function drawCorrelation() {
-    correlationNode.replaceChildren();
-    const wire = model.get(TRAITS.correlation);
-    const matrix = wire ? decodeArray(wire) : null;
-    if (!matrix) return;
-    const names = wire.names || [];
-    const n = matrix.shape[0];
-    const table = element("table", "livexai-correlation-table");
-    table.append(element("caption", null, "rank correlation between maps (Spearman)"));
-    const head = element("tr");
-    head.append(element("th"));
-    for (const name of names) head.append(element("th", null, name));
-    table.append(head);
-    for (let i = 0; i < n; i++) {
-      const row = element("tr");
-      row.append(element("th", null, names[i]));
-      for (let j = 0; j < n; j++) {
-        const v = matrix.values[i * n + j];
-        const cell = element("td", null, Number.isFinite(v) ? v.toFixed(2) : "–");
-        if (Number.isFinite(v)) cell.style.setProperty("--livexai-strength", String(Math.abs(v)));
-        cell.dataset.sign = v < 0 ? "negative" : "positive";
-        row.append(cell);
-      }
-      table.append(row);
-    }
-    correlationNode.append(table);
-  }
-
-  function drawStrip() {
-    strip.replaceChildren();
-    const thumbnails = model.get(TRAITS.thumbnails);
-    if (!thumbnails || thumbnails.length === 0) return;
-    const selected = model.get(TRAITS.selected);
-    thumbnails.forEach((wire, index) => {
-      const decoded = decodeArray(wire);
-      const button = interactive(element("button", "livexai-thumb"));
-      button.type = "button";
-      button.dataset.index = String(index);
-      button.setAttribute("aria-pressed", String(index === selected));
-      const canvas = element("canvas");
-      putPixels(canvas, imagePixels(decoded), decoded.shape[1], decoded.shape[0]);
-      button.append(canvas);
-      listen(button, "click", () => send(TRAITS.selected, index));
-      strip.append(button);
-    });
-  }
-
-  // -- whole view -----------------------------------------------------------------------------------------------
-  function draw() {
-    const image = decodeArray(model.get(TRAITS.image));
-    const panels = model.get(TRAITS.panels) || [];
-    const seen = new Set();
-    let maxSegments = 0;
-    for (const p of panels) {
-      if (!p.map && p.channels) continue;
-      const nodes = panelNode(p.key);
-      seen.add(p.key);
-      if (nodes.figure.parentNode !== panelsNode) panelsNode.append(nodes.figure);
-      drawPanel(nodes, p, image);
-      if (p.weights) maxSegments = Math.max(maxSegments, p.weights.shape[0]);
-    }
-    for (const [key, nodes] of panelNodes) {
-      if (!seen.has(key)) {
-        nodes.figure.remove();
-        panelNodes.delete(key);
-      }
-    }
-    const channelPanel = panels.find((p) => p.channels);
-    if (channelPanel) drawChannels(channelPanel);
-    else channelsNode.replaceChildren();
-    topK.disabled = maxSegments === 0;
-    if (maxSegments > 0) topK.max = String(maxSegments);
-    topKValue.textContent = view.topK > 0 ? String(view.topK) : "all";
-  }
-
-  function drawStatus() {
-    const status = model.get(TRAITS.status);
-    statusNode.textContent = statusText(status, model.get(TRAITS.progress));
-    root.dataset.status = status;
-    progressBar.style.width = `${Math.round((Number(model.get(TRAITS.progress)) || 0) * 100)}%`;
-    progressOuter.dataset.active = String(status === "computing");
-    const message = model.get(TRAITS.error) || "";
-    errorNode.textContent = message;
-    errorNode.hidden = message === "";
-    info.textContent = status === "idle" || model.get(TRAITS.nEvals) > 0 ? timingText(model.get(TRAITS.elapsedMs), model.get(TRAITS.nEvals)) : "";
-  }
-
-  function drawTitle() {
-    title.textContent = model.get(TRAITS.title) || "";
-  }
-
-  buildControls();
-  drawTitle();
-  drawStatus();
-  drawPredictions();
-  drawStrip();
-  draw();
-  drawCorrelation();
-  on(`change:${TRAITS.controls}`, buildControls);
-  on(`change:${TRAITS.title}`, drawTitle);
-  for (const name of [TRAITS.status, TRAITS.error, TRAITS.progress, TRAITS.elapsedMs, TRAITS.nEvals]) on(`change:${name}`, drawStatus);
-  on(`change:${TRAITS.panels}`, () => {
-    draw();
-    drawPredictions();
-  });
-  on(`change:${TRAITS.image}`, draw);
-  on(`change:${TRAITS.channel}`, draw);
-  on(`change:${TRAITS.predictions}`, drawPredictions);
-  on(`change:${TRAITS.target}`, drawPredictions);
-  on(`change:${TRAITS.thumbnails}`, drawStrip);
-  on(`change:${TRAITS.selected}`, drawStrip);
-  on(`change:${TRAITS.correlation}`, drawCorrelation);
+  for (const name of PARAMETERS) on(`change:${name}`, () => controls(name));
 
   return () => {
     abort.abort();
-    for (const [event, handler] of [...subscriptions, ...controlSubscriptions]) model.off(event, handler);
-    root.remove();
+    for (const [event, handler] of subscriptions) model.off(event, handler);
+    layout.root.remove();
   };
 }
 

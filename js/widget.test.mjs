@@ -5,20 +5,29 @@ import { test } from "node:test";
 import widget, {
   COLORMAPS,
   DTYPES,
+  PARAMETERS,
+  TRAITS,
   channelPixels,
   colormapCss,
   colormapLUT,
   composeOverlay,
+  controlValue,
   decodeArray,
   displayScale,
   formatValue,
   hexToRgb,
+  imagePixels,
+  mapPixels,
   normalise,
   paintMask,
+  panelCaption,
+  panelInfoText,
   pixelMask,
   resolveColormap,
   scaledBoundaries,
+  segmentCount,
   selectSegments,
+  shownTarget,
   statusText,
   timingText,
   upscaleNearest,
@@ -191,4 +200,81 @@ test("texts: timing, status and numbers", () => {
   assert.equal(formatValue(-12.5), "-12.5");
   assert.equal(formatValue(0), "0");
   assert.equal(formatValue(0.00001234), "1.23e-5");
+});
+
+/** A wire array as Python's to_wire sends it (the buffer arrives as a DataView). */
+function wire(Ctor, values, shape) {
+  return { data: new DataView(new Ctor(values).buffer), dtype: Ctor.name.replace("Array", "").toLowerCase(), shape };
+}
+
+/** A panel as Python's panel() builds it, with `fields` changed. */
+function panel(fields = {}) {
+  const base = { key: "lime", title: "LIME", status: "done", progress: 1, note: "", method: "lime", map: null };
+  const result = { segments: null, weights: null, signed: true, elapsed_ms: 12, n_evals: 100, target: null };
+  return { ...base, ...result, ...fields };
+}
+
+test("trait lists: shared names appear once, parameters apart from view traits", () => {
+  const names = [...Object.values(TRAITS), ...PARAMETERS];
+  assert.equal(new Set(names).size, names.length);
+  assert.ok(PARAMETERS.includes("n_segments"));
+  assert.equal(TRAITS.elapsedMs, "elapsed_ms");
+});
+
+test("imagePixels turns (H, W, 3) RGB into opaque RGBA", () => {
+  const decoded = { values: new Uint8Array([1, 2, 3, 4, 5, 6]), shape: [1, 2, 3] };
+  assert.deepEqual(Array.from(imagePixels(decoded)), [1, 2, 3, 255, 4, 5, 6, 255]);
+});
+
+test("mapPixels applies the view: top-k mask, hide the rest, enlargement and borders", () => {
+  const map = decodeArray(wire(Float32Array, [1, -1, 0.5, 0.5], [2, 2]));
+  const segments = decodeArray(wire(Int32Array, [0, 1, 2, 2], [2, 2]));
+  const weights = decodeArray(wire(Float32Array, [1, -1, 0.5], [3]));
+  const image = decodeArray(wire(Uint8Array, new Array(12).fill(200), [2, 2, 3]));
+  const view = { opacity: 0, colormap: "auto", sign: "all", topK: 2, hideRest: true, boundaries: false };
+  const drawn = mapPixels(map, { segments, weights, image, signed: true }, view);
+  assert.equal(drawn.width, 2 * displayScale(2, 2));
+  assert.equal(drawn.height, drawn.width);
+  assert.equal(drawn.colormap, "red-blue");
+  assert.deepEqual(drawn.range, { low: -1, high: 1 });
+  const pixel = (x, y) => Array.from(drawn.rgba.slice((y * drawn.width + x) * 4, (y * drawn.width + x) * 4 + 3));
+  assert.deepEqual(pixel(0, 0), [200, 200, 200]); // superpixel 0 kept: the image (opacity 0)
+  assert.deepEqual(pixel(drawn.width - 1, drawn.height - 1), [0, 0, 0]); // superpixel 2 is third strongest: hidden
+
+  const outlined = { ...view, boundaries: true, hideRest: false };
+  const small = mapPixels(map, { segments, weights, image: null, signed: false }, outlined);
+  const factor = displayScale(2, 2);
+  assert.equal(small.colormap, "inferno");
+  const border = (factor - 1) * 4; // the last display column of pixel (0, 0), whose right neighbour differs
+  assert.deepEqual(Array.from(small.rgba.slice(border, border + 3)), [255, 255, 0]);
+});
+
+test("segmentCount: the most superpixels any panel has", () => {
+  assert.equal(segmentCount([]), 0);
+  assert.equal(segmentCount([panel(), panel({ weights: wire(Float32Array, [1, 2, 3], [3]) })]), 3);
+});
+
+test("shownTarget: the chosen class, else the one explained, else the top prediction", () => {
+  const predictions = [{ index: 4, label: "a", probability: 0.9 }];
+  assert.equal(shownTarget(2, [panel({ target: 1 })], predictions), 2);
+  assert.equal(shownTarget(null, [panel(), panel({ target: 1 })], predictions), 1);
+  assert.equal(shownTarget(null, [panel()], predictions), 4);
+  assert.equal(shownTarget(0, [], predictions), 0);
+});
+
+test("controlValue rounds integer parameters only", () => {
+  assert.equal(controlValue("int", "40.6"), 41);
+  assert.equal(controlValue("float", "0.25"), 0.25);
+  assert.ok(Number.isNaN(controlValue("float", "x")));
+});
+
+test("panel texts: caption with progress, info line with timing or state", () => {
+  assert.equal(panelCaption(panel()), "LIME");
+  assert.equal(panelCaption(panel({ status: "partial", progress: 0.42 })), "LIME · 42%");
+  assert.equal(panelInfoText(panel()), "computing…");
+  assert.equal(panelInfoText(panel({ status: "error" })), "failed");
+  assert.equal(panelInfoText(panel({ status: "error", note: "out of memory" })), "out of memory");
+  const map = wire(Float32Array, [1], [1, 1]);
+  assert.equal(panelInfoText(panel({ map })), "computed in 12 ms (100 model evaluations)");
+  assert.equal(panelInfoText(panel({ map, note: "R² 0.9" })), "computed in 12 ms (100 model evaluations) · R² 0.9");
 });
