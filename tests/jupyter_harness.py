@@ -1,8 +1,10 @@
 """Start a real Jupyter server on 127.0.0.1 and drive notebooks in headless Chromium (Playwright).
 
 Offline and self-contained: fresh config/runtime/home folders per server (nothing from ~/.jupyter), Debian's
-Chromium at /usr/bin/chromium (never ``playwright install``), no news or update checks. See
-shared/recipes/jupyterlab-e2e.md for why each flag is there.
+Chromium at /usr/bin/chromium (never ``playwright install``, which downloads a browser), no news or update
+checks. The server flags: ``--allow-root`` (JupyterLab refuses to start as root otherwise), 127.0.0.1 on a free
+port with no retries and no token, and no news feed, update check or extension manager (each would reach for
+the network); a notification setting override stops the news toast that shows even then.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def test_a_cell_waits_for_one_batch_of_a_widget_job_not_for_the_whole_job() -> N
 
     def widget_job(context: object) -> None:
         def make_batch(start: int, stop: int) -> torch.Tensor:
-            if start == 8:  # the second batch: the cell has queued for the lock by now
+            if start == 8:  # the second batch waits until the cell is queued for the lock (or has run)
                 gate.wait(5)
             return torch.zeros(stop - start, 4)
 
@@ -104,7 +104,7 @@ def test_a_cell_waits_for_one_batch_of_a_widget_job_not_for_the_whole_job() -> N
         target=lambda: cell_adapter.evaluate(1, lambda start, stop: torch.ones(1, 4), input_shape=(4,))
     )
     cell.start()
-    while not model_lock(model)._queue:  # the cell is waiting for the lock
+    while cell.is_alive() and not model_lock(model)._queue:  # until the cell waits for the lock (or got it)
         threading.Event().wait(0.001)
     gate.set()
     cell.join(5)
