@@ -564,7 +564,7 @@ def test_shap_widget_kernel_matches_kernel_shap_and_switches_method(model, x, ba
 def test_explorer_compares_four_methods(model, background) -> None:
     pytest.importorskip("livexai.lime")
     pytest.importorskip("livexai.shap")
-    from livexai.metrics import rank_correlation
+    from livexai.metrics import rank_correlation, segment_means
     from livexai.widgets import Explorer
 
     images = background[:3]
@@ -577,8 +577,14 @@ def test_explorer_compares_four_methods(model, background) -> None:
     matrix = from_wire(widget.correlation)
     assert matrix.shape == (4, 4) and widget.correlation["names"][0] == "LIME"
     np.testing.assert_allclose(matrix, matrix.T)
-    expected = rank_correlation(results["lime"].attributions, results["grad_cam"].attributions)
+    # every map averaged over LIME's superpixels first, so per-pixel maps are compared on the same footing
+    segments = results["lime"].segments
+    expected = rank_correlation(
+        segment_means(results["lime"].attributions, segments),
+        segment_means(results["grad_cam"].attributions, segments),
+    )
     assert matrix[0, 3] == pytest.approx(expected, abs=1e-6)
+    assert "same superpixels" in widget.correlation["caption"]
     assert len(widget.thumbnails) == 3 and widget.thumbnails[0]["shape"] == [16, 16, 3]
     # the same superpixels for LIME and KernelSHAP
     torch.testing.assert_close(results["lime"].segments, results["kernel_shap"].segments)

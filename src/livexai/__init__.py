@@ -15,7 +15,7 @@ from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
 from .lime import iter_lime, lime
-from .metrics import mass_inside, rank_correlation
+from .metrics import mass_inside, rank_correlation, segment_means
 from .segmentation import count_segments, segment
 from .shap import iter_kernel_shap, kernel_shap
 
@@ -56,6 +56,7 @@ __all__ = [
     "rank_correlation",
     "saliency",
     "segment",
+    "segment_means",
 ]
 
 

@@ -39,6 +39,25 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum()) / denominator if denominator > 0 else 0.0
 
 
+def segment_means(attributions: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """The mean attribution over each superpixel: ``(K,)`` for a map ``(H, W)`` and labels ``(H, W)`` in ``0..K-1``.
+
+    Puts maps of different resolutions on the same footing: a per-pixel map (GradientSHAP, saliency) ranked
+    pixel by pixel against a map that is constant on superpixels (LIME, KernelSHAP) mostly compares noise with
+    ties, while both averaged over the same superpixels compare what each says about each region.
+    """
+    if attributions.shape != segments.shape:
+        raise ValueError(
+            f"attributions {tuple(attributions.shape)} and segments {tuple(segments.shape)} differ in shape"
+        )
+    labels = segments.reshape(-1).to(attributions.device, torch.long)
+    count = int(labels.max()) + 1
+    values = attributions.reshape(-1).double()
+    sums = torch.zeros(count, dtype=torch.float64, device=values.device).index_add_(0, labels, values)
+    sizes = torch.bincount(labels, minlength=count).clamp(min=1).double()
+    return (sums / sizes).to(attributions.dtype)
+
+
 def mass_inside(attributions: torch.Tensor, mask: torch.Tensor) -> float:
     """Share of the positive attribution that falls inside ``mask`` (``(H, W)`` bool), in [0, 1].
 

@@ -150,13 +150,23 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             raise RuntimeError(
                 "every method failed: " + "; ".join(f"{TITLES[m]}: {e}" for m, e in failures.items())
             )
-        matrix = rank_correlations([results.get(method) for method in METHODS])
+        segments = next((results[m].segments for m in ("lime", "kernel_shap") if m in results), None)
+        matrix = rank_correlations([results.get(method) for method in METHODS], segments)
+        caption = (
+            "Spearman rank correlation of the maps averaged over the same superpixels"
+            if segments is not None
+            else "Spearman rank correlation of the maps, pixel by pixel"
+        )
         n_evals = sum(result.n_evals for result in results.values())
         self._post_final(context, results, list(shown.values()), began=began, n_evals=n_evals)
 
         def show_agreement() -> None:
             self.correlations = matrix
-            self.correlation = {**to_wire(matrix, "float32"), "names": [TITLES[m] for m in METHODS]}
+            self.correlation = {
+                **to_wire(matrix, "float32"),
+                "names": [TITLES[m] for m in METHODS],
+                "caption": caption,
+            }
             if failures:
                 self.error = "; ".join(f"{TITLES[m]}: {message}" for m, message in failures.items())
                 self.status = "error"
@@ -310,19 +320,31 @@ def _thumbnail(image: torch.Tensor) -> dict[str, Any]:
     return dict(wire)
 
 
-def rank_correlations(explanations: Sequence[Explanation | None]) -> torch.Tensor:
+def rank_correlations(
+    explanations: Sequence[Explanation | None], segments: torch.Tensor | None = None
+) -> torch.Tensor:
     """Spearman rank correlations ``(M, M)`` between the maps of ``M`` explanations of one image.
 
-    Uses :func:`livexai.metrics.rank_correlation` for each pair (0 for a constant map, whose pixels have no
-    order); a missing explanation gives a NaN row and column.
+    With ``segments`` ``(H, W)`` every map is first averaged over those superpixels
+    (:func:`livexai.metrics.segment_means`), so per-pixel and per-superpixel maps are compared on the same
+    footing; without, pixel by pixel. A constant map scores 0 (no order); a missing explanation gives a NaN row
+    and column.
     """
-    from ..metrics import rank_correlation
+    from ..metrics import rank_correlation, segment_means
 
-    count = len(explanations)
+    maps = [
+        None
+        if result is None
+        else result.attributions
+        if segments is None
+        else segment_means(result.attributions, segments)
+        for result in explanations
+    ]
+    count = len(maps)
     matrix = torch.full((count, count), float("nan"), dtype=torch.float32)
-    for i, first in enumerate(explanations):
+    for i, first in enumerate(maps):
         for j in range(i, count):  # M is 4: a loop over method pairs, not over pixels
-            second = explanations[j]
+            second = maps[j]
             if first is not None and second is not None:
-                matrix[i, j] = matrix[j, i] = rank_correlation(first.attributions, second.attributions)
+                matrix[i, j] = matrix[j, i] = rank_correlation(first, second)
     return matrix
