@@ -7,9 +7,11 @@ training flags restored, no hooks, no parameter or ``requires_grad`` change, no 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -242,6 +244,90 @@ class _Tuning:
             self.pending = []
 
 
+def scores_of(raw: object) -> object:
+    """The scores tensor inside a model's output: a Hugging Face ``ModelOutput`` or a dict with ``"logits"`` gives
+    its logits; anything else is returned as it is (and checked by the caller)."""
+    if isinstance(raw, torch.Tensor):
+        return raw
+    if isinstance(raw, dict) and isinstance(raw.get("logits"), torch.Tensor):
+        return raw["logits"]
+    logits = getattr(raw, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else raw
+
+
+def check_finite(scores: torch.Tensor) -> None:
+    """Refuse scores ``(N, K)`` with NaN or infinite values, saying how many inputs produced them.
+
+    One check per evaluated chunk (a single synchronisation on a GPU): NaN scores would otherwise become NaN
+    weights, an R² of nan and a blank map without a word.
+    """
+    bad = ~torch.isfinite(scores).all(dim=1)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        raise ValueError(
+            f"the model returned NaN or infinite scores for {count} of {scores.shape[0]} inputs; an explanation "
+            "of such outputs means nothing. Check the model on perturbed inputs (blurred, zeroed or mean-filled "
+            "regions), e.g. a log or division of values that can reach 0, or use another baseline"
+        )
+
+
+def check_softmax_applies(raw: torch.Tensor) -> None:
+    """Refuse ``output="probs"`` where a softmax would flatten the scores into meaningless ones.
+
+    One output: its softmax is 1 for every input (every weight 0, R² nan). Rows already summing to 1 in
+    ``[0, 1]``: the model returns probabilities, and their softmax squeezes them into a narrow band.
+    """
+    if raw.shape[1] == 1:
+        raise ValueError(
+            "output='probs' applies a softmax over the model's outputs, but it has one output (softmax of one "
+            "score is always 1); use output='logits' to explain that score as it is"
+        )
+    values = raw.detach().float()
+    if bool(((values >= 0) & (values <= 1)).all()) and bool(
+        torch.allclose(values.sum(dim=1), torch.ones_like(values[:, 0]), atol=1e-4)
+    ):
+        raise ValueError(
+            "output='probs' applies a softmax, but the model already returns probabilities (each row is in "
+            "[0, 1] and sums to 1); use output='logits' to explain those probabilities as they are"
+        )
+
+
+# Modules whose output depends on the training flag (batch statistics, random drops).
+_MODE_DEPENDENT = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+
+
+def _behaves_as_in_training(module: nn.Module) -> bool:
+    """Whether running ``module`` as it is would use batch statistics or drop activations."""
+    return any(isinstance(part, _MODE_DEPENDENT) and part.training for part in module.modules())
+
+
+def warn_if_training_inside(model: object) -> None:
+    """Warn when a plain function calls an ``nn.Module`` that is in training mode.
+
+    ``lambda b: hf(pixel_values=b).logits`` is the obvious wrapper, but livexai can only switch modules it is
+    given to eval mode: inside the function, batch norm uses batch statistics and dropout drops, so the same
+    seed gives different weights each run.
+    """
+    if not inspect.isfunction(model):
+        return
+    try:
+        names = inspect.getclosurevars(model)
+    except ValueError:  # a closure cell not filled yet
+        return
+    found = [*names.nonlocals.values(), *names.globals.values()]
+    training = [
+        module for module in found if isinstance(module, nn.Module) and _behaves_as_in_training(module)
+    ]
+    if training:
+        warnings.warn(
+            f"model is a function that calls a {type(training[0]).__name__} in training mode: batch norm and "
+            "dropout will behave as in training and results will vary. Pass the module itself (livexai puts it in "
+            "eval mode for the computation and restores it; Hugging Face outputs with .logits are understood), "
+            "or call .eval() on it first",
+            stacklevel=4,
+        )
+
+
 class ModelAdapter:
     """Runs ``model`` on batches of inputs, on its own device, in the chosen output space.
 
@@ -279,6 +365,14 @@ class ModelAdapter:
         self.model = model
         self.output: OutputSpace = output
         anchor = _first_tensor(model)
+        if anchor is not None and anchor.device.type == "meta" and device is None:
+            raise ValueError(
+                "the model's parameters are on the meta device: they have shapes but no values (a model built "
+                "with device='meta' or an empty-weights context). Load its weights first, e.g. "
+                "model.to_empty(device='cpu') then model.load_state_dict(...)"
+            )
+        if not isinstance(model, nn.Module):
+            warn_if_training_inside(model)
         self.device = (
             torch.device(device)
             if device is not None
@@ -296,6 +390,7 @@ class ModelAdapter:
             raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got {autocast!r}")
         self.autocast = autocast
         self._lock = model_lock(model)
+        self._softmax_checked = False  # output="probs" is checked against the model's first output
         self._plans: dict[tuple, Any] = {}
         # (source tensor kept alive, its identity key, model-ready copy, scores): f(x) is computed once per input.
         self._cached: tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor | None] | None = None
@@ -311,15 +406,18 @@ class ModelAdapter:
             key = _identity(x)
             if self._cached is not None and self._cached[1] == key:
                 return self._cached[2]
-            prepared = x.detach().to(device=self.device, dtype=self.dtype)
+            # Always a copy: the model never gets the caller's memory, even a model that changes its input in place.
+            prepared = x.detach().to(device=self.device, dtype=self.dtype, copy=True)
             self._cached = (x, key, prepared, None)
             return prepared
 
     def _to_output_space(self, raw: object, n: int) -> torch.Tensor:
+        raw = scores_of(raw)
         if not isinstance(raw, torch.Tensor):
             raise TypeError(
-                f"the model returned {type(raw).__name__}; expected a tensor of scores with shape (N, n_outputs). "
-                "Wrap a model that returns a tuple or dict so that it returns the logits tensor."
+                f"the model returned {type(raw).__name__}; expected a tensor of scores with shape (N, n_outputs), "
+                "or an output with a .logits tensor (Hugging Face). Wrap a model that returns another tuple or dict "
+                "so that it returns the logits tensor."
             )
         if raw.ndim != 2 or raw.shape[0] != n:
             raise ValueError(
@@ -327,7 +425,12 @@ class ModelAdapter:
             )
         if self.autocast is not None and raw.is_floating_point():
             raw = raw.to(self.dtype)  # reduced-precision logits; the softmax and everything after in full
-        return torch.softmax(raw, dim=1) if self.output == "probs" else raw
+        if self.output != "probs":
+            return raw
+        if not self._softmax_checked:
+            check_softmax_applies(raw)
+            self._softmax_checked = True
+        return torch.softmax(raw, dim=1)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """One forward pass in the output space, with autograd left to the caller (used by gradient methods)."""
@@ -367,9 +470,10 @@ class ModelAdapter:
                 return cached[3]
             if compute is None:
                 with torch.inference_mode(), self.reduced_precision():
-                    result = self.forward(x)
+                    result = self.forward(x.clone())  # a model that changes its input must not change ours
             else:
                 result = compute(x).detach()
+            check_finite(result)
             if cached is not None and cached[2] is x:
                 self._cached = (*cached[:3], result)
             return result
@@ -398,7 +502,9 @@ class ModelAdapter:
             self.run_batched(n, step, input_shape=input_shape, check_cancel=check_cancel)
         if not outputs:
             raise ValueError("nothing to evaluate: n must be at least 1")
-        return torch.cat(outputs)
+        scores = torch.cat(outputs)
+        check_finite(scores)
+        return scores
 
     def run_batched(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ._adapter import Model, ModelAdapter, OutputSpace
-from ._inputs import InputKind, as_single_input, display_image, resolve_target
+from ._inputs import InputKind, as_single_input, check_channels, display_image, resolve_target
 from .explanation import Explanation
 
 
@@ -108,7 +108,11 @@ def prepare(
     adapter = as_adapter(model, output)
     evals_before = adapter.n_evals
     batch = adapter.prepare(batch)
-    scores = adapter.scores(batch, compute_scores)
+    try:
+        scores = adapter.scores(batch, compute_scores)
+    except RuntimeError as error:  # torch's own message about a convolution's channels, made specific
+        check_channels(adapter.model, batch, error)
+        raise
     if feature_names is not None and (kind != "tabular" or len(feature_names) != batch.shape[1]):
         raise ValueError(f"feature_names has {len(feature_names)} names; expected one per column of x")
     return PreparedCall(

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 InputKind = Literal["image", "tabular"]
 
@@ -33,8 +34,15 @@ def as_single_input(x: object, name: str = "x") -> tuple[torch.Tensor, InputKind
         )
     if x.shape[0] != 1:
         raise ValueError(
-            f"{name} has a batch of {x.shape[0]} inputs (shape {tuple(x.shape)}); explain one input at a time: "
-            f"pass {name}[i]"
+            f"{name} has shape {tuple(x.shape)}: a batch of {x.shape[0]} inputs? Explain one input at a time "
+            f"({name}[i]). Accepted: an image (C, H, W), a greyscale image as (1, H, W) ({name}[None] for an "
+            f"(H, W) tensor), or a tabular row (F,); each may carry a leading batch of 1"
+        )
+    if x.ndim == 4 and not x.is_floating_point() and not x.is_complex():
+        advice = f"{name}.float() / 255" if x.dtype == torch.uint8 else f"{name}.float()"
+        raise TypeError(
+            f"{name} is an image of {x.dtype} values; models take floating-point images. Convert it as the model "
+            f"expects, e.g. {advice} then the model's own normalisation (uint8 pixels are 0-255)"
         )
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
@@ -43,6 +51,22 @@ def as_single_input(x: object, name: str = "x") -> tuple[torch.Tensor, InputKind
     if x.is_complex():
         raise TypeError(f"{name} is complex ({x.dtype}); expected real numbers")
     return x, ("image" if x.ndim == 4 else "tabular")
+
+
+def check_channels(model: object, x: torch.Tensor, error: Exception) -> None:
+    """After the model failed on image ``x`` ``(1, C, H, W)``: if its first convolution takes another number of
+    channels, say so (and whether ``x`` looks like ``(H, W, C)``) instead of torch's convolution error."""
+    if x.ndim != 4 or not isinstance(model, nn.Module):
+        return
+    first = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    if first is None or x.shape[1] == first.in_channels:
+        return
+    wanted = first.in_channels
+    hint = ", which looks like (H, W, C): pass x.permute(2, 0, 1)" if x.shape[-1] == wanted else ""
+    raise ValueError(
+        f"the model's first convolution takes {wanted} channels: expected x as (C, H, W) with C = {wanted}; "
+        f"got {tuple(x.shape[1:])}{hint}"
+    ) from error
 
 
 def resolve_target(target: object, scores: torch.Tensor) -> int:

@@ -85,8 +85,14 @@ class Explanation:
         that oppose it. ``hide_rest`` blanks everything outside the mask in the returned image.
         """
         if self.segments is None or self.image is None:
+            subject = (
+                f"a {self.method} explanation of a tabular row"
+                if self.attributions.ndim == 1
+                else f"a {self.method} pixel map"
+            )
             raise ValueError(
-                f"a {self.method} explanation has no superpixels; .mask() needs lime or kernel_shap"
+                f"{subject} has no superpixels to mask; .mask() needs an image explained by lime or kernel_shap "
+                "(for rows, use .top_features())"
             )
         scores = self._feature_scores()
         chosen = self.top_features(num_features, positive_only=positive_only)

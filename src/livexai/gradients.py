@@ -80,12 +80,12 @@ def _gradient_sum(
 
 
 def input_leaf(x: torch.Tensor) -> torch.Tensor:
-    """A leaf sharing ``x``'s memory that records autograd; the caller's tensor keeps its own flags.
+    """A copy of ``x`` that records autograd; the caller's tensor keeps its own flags and values.
 
-    Tensors made under ``torch.inference_mode`` cannot record autograd, so those (only) are copied.
+    A copy, not a view: a model that changes its input in place must not change the caller's (or the cached)
+    input, and tensors made under ``torch.inference_mode`` cannot record autograd anyway.
     """
-    leaf = x.detach().clone() if x.is_inference() else x.detach()
-    return leaf.requires_grad_(True)
+    return x.detach().clone().requires_grad_(True)
 
 
 def _weighted_gradients(

@@ -68,6 +68,12 @@ def module_of(model: object) -> nn.Module:
             f"looking inside a model needs a torch.nn.Module, got {type(inner).__name__}; "
             "layer methods (Grad-CAM, activations) cannot see inside a plain function"
         )
+    if isinstance(inner, torch.jit.ScriptModule):
+        raise TypeError(
+            "the model is a TorchScript module (torch.jit.trace or torch.jit.script): its layers run compiled "
+            "code that Python hooks never see, so layer methods (Grad-CAM, activations, layers()) cannot look "
+            "inside it. Pass the original nn.Module; lime, kernel_shap and the gradient methods work on either"
+        )
     return inner
 
 
