@@ -73,7 +73,7 @@
 /**
  * The Explorer's rank correlations between its maps, (M, M) float32, with the methods' names: set by
  * `Explorer._compute` in src/livexai/widgets/explorer.py (from `rank_correlations()`).
- * @typedef {WireArray & { names: string[] }} Correlation
+ * @typedef {WireArray & { names: string[], caption?: string }} Correlation
  */
 
 /**
@@ -139,11 +139,19 @@ const STOPS = Object.freeze({
 });
 export const COLORMAPS = Object.freeze(["auto", "red-blue", "inferno", "viridis", "grey"]);
 export const SIGNS = Object.freeze(["all", "positive", "negative"]);
+// What a map is drawn over: a faded greyscale copy of the image (as shap's image plot and Captum's blended heat
+// map do, so the image's own colours do not fight the map's), or the image in colour.
+export const UNDERLAYS = Object.freeze(["grey", "colour"]);
 /** @typedef {[number, number, number]} RGB */
 /** @type {RGB} */
 const HIDDEN = [0, 0, 0]; // what hide-the-rest paints outside the selection (lime's get_image_and_mask: black)
 /** @type {RGB} */
-const BOUNDARY = [255, 255, 0]; // superpixel outlines, as Explanation.plot draws them
+const BOUNDARY = [250, 250, 250]; // superpixel borders: a thin light line...
+/** @type {RGB} */
+const BOUNDARY_OUTLINE = [24, 24, 24]; // ...with a dark outline either side, so they show on any image
+const LUMA = Object.freeze([0.299, 0.587, 0.114]); // greyscale weights (ITU-R BT.601, as PIL's convert("L"))
+const UNDERLAY_FADE = 0.6; // how far the greyscale underlay is pulled toward the colour map's zero colour
+const CLIP_PERCENTILE = 99; // maps are scaled to this percentile of |value| (signed) or value (non-negative)
 const NO_IMAGE_GREY = 128; // what a map is drawn over when no image of its size is there: mid-grey
 const LUT_SIZE = 256; // colours in a colour map's lookup table: one per 8-bit level
 const COLORBAR_STEPS = 9; // colours in a colour bar's CSS gradient (as many as the maps' stops)
@@ -152,21 +160,28 @@ const TOPK_SLIDER_MAX = 50; // the top-superpixels slider's range until a map sa
 const OPACITY_STEP = 0.05; // the opacity slider's step
 const SIGNIFICANT_DIGITS = 3; // digits of the numbers on colour bars
 const PLAIN_NUMBERS = Object.freeze({ low: 1e-3, high: 1e4 }); // |values| written without an exponent
+const NO_BREAK = "\u2060"; // a word joiner: no line break here
 
 /**
  * Browser-only view state; changing it redraws without a kernel round trip.
  * @typedef {object} View
  * @property {number} opacity
  * @property {string} colormap one of COLORMAPS
+ * @property {string} [underlay] one of UNDERLAYS (missing: "grey")
  * @property {string} sign one of SIGNS
  * @property {number} topK superpixels kept (0: all)
  * @property {boolean} hideRest
  * @property {boolean} boundaries
  */
-/** @type {Readonly<View>} What a new view starts with: every superpixel of either sign over the image, auto colours. */
+/**
+ * What a new view starts with: every superpixel of either sign over the faded grey image, auto colours, and an
+ * opacity at which the strongest evidence shows in nearly its full colour.
+ * @type {Readonly<View>}
+ */
 const DEFAULT_VIEW = Object.freeze({
-  opacity: 0.6,
+  opacity: 0.8,
   colormap: "auto",
+  underlay: "grey",
   sign: "all",
   topK: 0,
   hideRest: false,
@@ -265,8 +280,8 @@ export function colormapCss(name, steps = COLORBAR_STEPS) {
 }
 
 /**
- * The values a colour map spans.
- * @typedef {{ low: number, high: number }} Range
+ * The values a colour map spans; `robustRange` adds the map's true extremes and whether values lie beyond the span.
+ * @typedef {{ low: number, high: number, min?: number, max?: number, clipped?: boolean }} Range
  */
 
 /**
@@ -306,6 +321,106 @@ export function valueRange(values, signed) {
 export function normalise(value, range) {
   const t = (value - range.low) / (range.high - range.low);
   return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+/**
+ * The `percentile`-th percentile of `values` (finite ones; the nearest-rank method, so at p99 a single outlier
+ * among 100 or more values never moves it), or NaN if there are none. `magnitude` ranks |value| instead.
+ * @param {ArrayLike<number>} values
+ * @param {number} percentile in [0, 100]
+ * @param {boolean} [magnitude]
+ * @returns {number}
+ */
+export function percentileOf(values, percentile, magnitude = false) {
+  const finite = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (Number.isFinite(v)) finite.push(magnitude ? Math.abs(v) : v);
+  }
+  if (finite.length === 0) return NaN;
+  const sorted = Float64Array.from(finite).sort();
+  const rank = Math.ceil((Math.max(0, Math.min(100, percentile)) / 100) * sorted.length) - 1;
+  return sorted[Math.max(0, rank)];
+}
+
+/**
+ * A robust colour range: like `valueRange`, but the end is the `percentile`-th percentile of |value| (signed maps,
+ * still symmetric about zero) or of value (non-negative maps), so a few extreme pixels do not wash out the rest;
+ * values beyond it are clipped to the end colour. Falls back to the extremes where the percentile is zero (a map
+ * that is zero almost everywhere). Also returns the true `min` and `max` and whether anything was `clipped`.
+ * @param {ArrayLike<number>} values
+ * @param {boolean} signed
+ * @param {number} [percentile]
+ * @returns {Required<Range>}
+ */
+export function robustRange(values, signed, percentile = CLIP_PERCENTILE) {
+  const full = valueRange(values, signed);
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    if (Number.isFinite(values[i])) {
+      min = Math.min(min, values[i]);
+      max = Math.max(max, values[i]);
+    }
+  }
+  if (!Number.isFinite(min)) return { ...full, min: 0, max: 0, clipped: false };
+  const end = percentileOf(values, percentile, signed);
+  if (signed) {
+    const m = end > 0 && end < full.high ? end : full.high;
+    return { low: -m, high: m, min, max, clipped: m < full.high };
+  }
+  const high = end > full.low && end < full.high ? end : full.high;
+  return { low: full.low, high, min, max, clipped: high < full.high };
+}
+
+/**
+ * The texts of a colour bar: its labels (ends, and zero in the middle of a signed map) and, if the range clips
+ * the map, a note with the percentile and the true range ("clipped at p99; range -3.1…0.42").
+ * @param {Range} range
+ * @param {boolean} signed
+ * @param {number} [percentile]
+ * @returns {{ labels: string[], note: string }}
+ */
+export function colorbarText(range, signed, percentile = CLIP_PERCENTILE) {
+  const ends = signed ? [range.low, 0, range.high] : [range.low, range.high];
+  const low = formatValue(range.min ?? range.low);
+  const high = formatValue(range.max ?? range.high);
+  // Word joiners keep the range on one line ("-0.2…0.4" would otherwise break after the ellipsis).
+  const note = range.clipped ? `clipped at p${percentile}; range ${low}${NO_BREAK}…${NO_BREAK}${high}` : "";
+  return { labels: ends.map(formatValue), note };
+}
+
+/**
+ * A greyscale copy of RGB or RGBA pixels (`channels` 3 or 4; alpha kept), faded toward the grey level `tone`:
+ * each pixel's luma moves `fade` of the way to `tone`. Drawn under a map, the image keeps its shapes but not its
+ * colours, so a red object cannot hide red evidence.
+ * @param {ArrayLike<number>} pixels
+ * @param {{ channels?: number, fade?: number, tone?: number }} [options]
+ * @returns {Uint8ClampedArray}
+ */
+export function fadeToGrey(pixels, { channels = 4, fade = UNDERLAY_FADE, tone = LUT_SIZE - 1 } = {}) {
+  const out = new Uint8ClampedArray(pixels.length);
+  const keep = 1 - Math.max(0, Math.min(1, fade));
+  for (let o = 0; o + channels <= pixels.length; o += channels) {
+    const luma = LUMA[0] * pixels[o] + LUMA[1] * pixels[o + 1] + LUMA[2] * pixels[o + 2];
+    out[o] = out[o + 1] = out[o + 2] = tone + (luma - tone) * keep;
+    if (channels === 4) out[o + 3] = pixels[o + 3];
+  }
+  return out;
+}
+
+/**
+ * The grey level of a colour map's "no evidence" colour (zero: the middle of a signed map, the start of a
+ * non-negative one), which the greyscale underlay fades toward: white-ish under red-blue, black under inferno, so
+ * zero evidence looks like the map's zero and strong evidence stands out.
+ * @param {string} colormap
+ * @param {boolean} signed
+ * @returns {number}
+ */
+export function zeroTone(colormap, signed) {
+  const lut = colormapLUT(colormap, LUT_SIZE);
+  const k = (signed ? Math.round((LUT_SIZE - 1) / 2) : 0) * 3;
+  return LUMA[0] * lut[k] + LUMA[1] * lut[k + 1] + LUMA[2] * lut[k + 2];
 }
 
 /**
@@ -476,6 +591,29 @@ export function scaledBoundaries(segments, width, height, factor) {
 }
 
 /**
+ * A (width*height) 0/1 mask grown by one pixel to its four neighbours: a border's outline.
+ * @param {ArrayLike<number>} mask
+ * @param {number} width
+ * @param {number} height
+ * @returns {Uint8Array}
+ */
+export function dilateMask(mask, width, height) {
+  const out = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      if (!mask[i]) continue;
+      out[i] = 1;
+      if (x > 0) out[i - 1] = 1;
+      if (x + 1 < width) out[i + 1] = 1;
+      if (y > 0) out[i - width] = 1;
+      if (y + 1 < height) out[i + width] = 1;
+    }
+  }
+  return out;
+}
+
+/**
  * Paint `color` ([r, g, b]) into RGBA pixels wherever `mask` is 1 (in place; returns `rgba`).
  * @param {Uint8ClampedArray} rgba
  * @param {ArrayLike<number>} mask
@@ -494,9 +632,9 @@ export function paintMask(rgba, mask, color = BOUNDARY) {
 }
 
 /**
- * A map with its view settings applied, ready for a canvas: masked by the superpixel or sign filter, blended over
- * `image` when it has the map's size, enlarged by `displayScale` (so superpixel borders stay one pixel thin) and
- * outlined if asked. Returns the pixels, their size, and the range and colour map a colour bar shows.
+ * A map with its view settings applied, ready for a canvas: scaled by `robustRange`, masked by the superpixel or
+ * sign filter, blended over `image` when it has the map's size (a faded greyscale copy unless the view's underlay
+ * is "colour"), enlarged by `displayScale` (so superpixel borders stay one pixel thin) and outlined if asked. Returns the pixels, their size, and the range and colour map a colour bar shows.
  * @param {Decoded} map (H, W)
  * @param {{ segments: Decoded | null, weights: Decoded | null, image: Decoded | null, signed: boolean }} data
  * @param {View} view
@@ -510,11 +648,17 @@ export function mapPixels(map, { segments, weights, image, signed }, view) {
     topK: view.topK,
     sign: view.sign,
   });
-  const range = valueRange(map.values, signed);
+  const range = robustRange(map.values, signed);
   const colormap = resolveColormap(view.colormap, signed);
   const sameSize = image && image.shape[0] === height && image.shape[1] === width;
+  const grey = view.underlay !== "colour";
+  const underlay = !sameSize
+    ? null
+    : grey
+      ? fadeToGrey(image.values, { channels: 3, tone: zeroTone(colormap, signed) })
+      : image.values;
   const overlay = composeOverlay({
-    image: sameSize ? image.values : null,
+    image: underlay,
     values: map.values,
     width,
     height,
@@ -527,7 +671,11 @@ export function mapPixels(map, { segments, weights, image, signed }, view) {
   });
   const factor = displayScale(width, height);
   const rgba = upscaleNearest(overlay, width, height, factor);
-  if (view.boundaries && segments) paintMask(rgba, scaledBoundaries(segments.values, width, height, factor));
+  if (view.boundaries && segments) {
+    const edge = scaledBoundaries(segments.values, width, height, factor);
+    paintMask(rgba, dilateMask(edge, width * factor, height * factor), BOUNDARY_OUTLINE);
+    paintMask(rgba, edge, BOUNDARY);
+  }
   return { rgba, width: width * factor, height: height * factor, range, colormap };
 }
 
@@ -938,6 +1086,12 @@ function viewControlsSection(ctx, node, view, redraw) {
   onEdit(colormap, "change", () => (view.colormap = colormap.value));
   row("colour map", "livexai-colormap", colormap);
   /** @type {Array<[string, string]>} */
+  const underlays = UNDERLAYS.map((name) => [name, name === "grey" ? "faded grey image" : "colour image"]);
+  const underlay = selectInput("livexai-underlay", underlays);
+  underlay.value = view.underlay || "grey";
+  onEdit(underlay, "change", () => (view.underlay = underlay.value));
+  row("underlay", "livexai-underlay", underlay);
+  /** @type {Array<[string, string]>} */
   const signs = SIGNS.map((name) => [name, name === "all" ? "positive and negative" : `${name} only`]);
   const sign = selectInput("livexai-sign", signs);
   onEdit(sign, "change", () => (view.sign = sign.value));
@@ -1025,10 +1179,11 @@ function panelFigure(key) {
   const bar = element("div", "livexai-colorbar");
   const barGradient = element("div", "livexai-colorbar-gradient");
   const barLabels = element("div", "livexai-colorbar-labels");
-  bar.append(barGradient, barLabels);
+  const barNote = element("div", "livexai-colorbar-note");
+  bar.append(barGradient, barLabels, barNote);
   const info = element("div", "livexai-panel-info");
   figure.append(caption, canvas, bar, info);
-  return { figure, caption, canvas, barGradient, barLabels, info };
+  return { figure, caption, canvas, barGradient, barLabels, barNote, info };
 }
 
 /**
@@ -1047,14 +1202,16 @@ function drawPanel(nodes, p, image, view) {
   if (!map) {
     if (image) putPixels(nodes.canvas, imagePixels(image), image.shape[1], image.shape[0]);
     nodes.barLabels.replaceChildren();
+    nodes.barNote.textContent = "";
     return;
   }
   const data = { segments: decodeArray(p.segments), weights: decodeArray(p.weights), image, signed: p.signed };
   const drawn = mapPixels(map, data, view);
   putPixels(nodes.canvas, drawn.rgba, drawn.width, drawn.height);
   nodes.barGradient.style.background = `linear-gradient(to right, ${colormapCss(drawn.colormap).join(", ")})`;
-  const labels = p.signed ? [drawn.range.low, 0, drawn.range.high] : [drawn.range.low, drawn.range.high];
-  nodes.barLabels.replaceChildren(...labels.map((v) => element("span", null, formatValue(v))));
+  const { labels, note } = colorbarText(drawn.range, p.signed);
+  nodes.barLabels.replaceChildren(...labels.map((text) => element("span", null, text)));
+  nodes.barNote.textContent = note;
 }
 
 /**
@@ -1125,6 +1282,9 @@ function channelGrid(ctx, p) {
   return [largeTitle, large, grid];
 }
 
+// The agreement table's caption when Python sends none (explorer.py's `correlation` carries its own).
+const DEFAULT_CORRELATION_CAPTION = "rank correlation between maps (Spearman)";
+
 /**
  * The Explorer's table of rank correlations between its methods' maps.
  * @param {Context} ctx
@@ -1136,7 +1296,8 @@ function correlationSection(ctx, node) {
     /** @type {Correlation | null} */
     const wire = ctx.model.get(TRAITS.correlation);
     const matrix = wire ? decodeArray(wire) : null;
-    node.replaceChildren(...(wire && matrix ? [correlationTable(matrix, wire.names || [])] : []));
+    const caption = (wire && wire.caption) || DEFAULT_CORRELATION_CAPTION;
+    node.replaceChildren(...(wire && matrix ? [correlationTable(matrix, wire.names || [], caption)] : []));
   };
 }
 
@@ -1144,12 +1305,13 @@ function correlationSection(ctx, node) {
  * A table of an (n, n) matrix with `names` along both sides; each cell's strength and sign are CSS hooks.
  * @param {Decoded} matrix
  * @param {string[]} names
+ * @param {string} caption what the numbers compare (Python says: the maps averaged over the same superpixels)
  * @returns {HTMLTableElement}
  */
-function correlationTable(matrix, names) {
+function correlationTable(matrix, names, caption) {
   const n = matrix.shape[0];
   const table = element("table", "livexai-correlation-table");
-  table.append(element("caption", null, "rank correlation between maps (Spearman)"));
+  table.append(element("caption", null, caption));
   const head = element("tr");
   head.append(element("th"));
   for (const name of names) head.append(element("th", null, name));

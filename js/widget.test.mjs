@@ -10,10 +10,13 @@ import widget, {
   channelPixels,
   colormapCss,
   colormapLUT,
+  colorbarText,
   composeOverlay,
   controlValue,
   decodeArray,
+  dilateMask,
   displayScale,
+  fadeToGrey,
   formatValue,
   hexToRgb,
   imagePixels,
@@ -22,8 +25,10 @@ import widget, {
   paintMask,
   panelCaption,
   panelInfoText,
+  percentileOf,
   pixelMask,
   resolveColormap,
+  robustRange,
   scaledBoundaries,
   segmentCount,
   selectSegments,
@@ -32,6 +37,7 @@ import widget, {
   timingText,
   upscaleNearest,
   valueRange,
+  zeroTone,
 } from "./widget.js";
 
 test("the module loads without a DOM and exports render", () => {
@@ -231,22 +237,93 @@ test("mapPixels applies the view: top-k mask, hide the rest, enlargement and bor
   const segments = decodeArray(wire(Int32Array, [0, 1, 2, 2], [2, 2]));
   const weights = decodeArray(wire(Float32Array, [1, -1, 0.5], [3]));
   const image = decodeArray(wire(Uint8Array, new Array(12).fill(200), [2, 2, 3]));
-  const view = { opacity: 0, colormap: "auto", sign: "all", topK: 2, hideRest: true, boundaries: false };
+  const view = { opacity: 0, colormap: "auto", underlay: "colour", sign: "all", topK: 2, hideRest: true, boundaries: false };
   const drawn = mapPixels(map, { segments, weights, image, signed: true }, view);
   assert.equal(drawn.width, 2 * displayScale(2, 2));
   assert.equal(drawn.height, drawn.width);
   assert.equal(drawn.colormap, "red-blue");
-  assert.deepEqual(drawn.range, { low: -1, high: 1 });
+  assert.deepEqual(drawn.range, { low: -1, high: 1, min: -1, max: 1, clipped: false });
   const pixel = (x, y) => Array.from(drawn.rgba.slice((y * drawn.width + x) * 4, (y * drawn.width + x) * 4 + 3));
   assert.deepEqual(pixel(0, 0), [200, 200, 200]); // superpixel 0 kept: the image (opacity 0)
   assert.deepEqual(pixel(drawn.width - 1, drawn.height - 1), [0, 0, 0]); // superpixel 2 is third strongest: hidden
+
+  // The default underlay: the image in faded grey, pulled toward red-blue's near-white middle.
+  const greyView = { ...view, underlay: undefined };
+  const grey = mapPixels(map, { segments, weights, image, signed: true }, greyView);
+  const g = Array.from(grey.rgba.slice(0, 3));
+  assert.ok(g[0] === g[1] && g[1] === g[2] && g[0] > 200, `${g} should be a light grey`);
 
   const outlined = { ...view, boundaries: true, hideRest: false };
   const small = mapPixels(map, { segments, weights, image: null, signed: false }, outlined);
   const factor = displayScale(2, 2);
   assert.equal(small.colormap, "inferno");
   const border = (factor - 1) * 4; // the last display column of pixel (0, 0), whose right neighbour differs
-  assert.deepEqual(Array.from(small.rgba.slice(border, border + 3)), [255, 255, 0]);
+  assert.deepEqual(Array.from(small.rgba.slice(border, border + 3)), [250, 250, 250]); // the light line
+  const outline = (factor - 2) * 4; // its left neighbour: the dark outline
+  assert.deepEqual(Array.from(small.rgba.slice(outline, outline + 3)), [24, 24, 24]);
+});
+
+test("percentileOf and robustRange: one outlier does not flatten the rest", () => {
+  const values = new Float32Array(1000).map((_, i) => ((i % 10) - 4.5) / 4.5); // spread over [-1, 1]
+  values[7] = 500; // one extreme pixel
+  assert.equal(percentileOf(values, 100, true), 500);
+  assert.ok(Math.abs(percentileOf(values, 99, true) - 1) < 1e-6);
+  assert.ok(Number.isNaN(percentileOf([NaN], 50)));
+
+  const signed = robustRange(values, true);
+  assert.ok(Math.abs(signed.high - 1) < 1e-6 && signed.low === -signed.high, JSON.stringify(signed));
+  assert.equal(signed.max, 500);
+  assert.equal(signed.clipped, true);
+  // The rest keeps its contrast: a value of 1 reaches the end colour instead of 1/500 of the way.
+  assert.equal(normalise(1, signed), 1);
+  assert.equal(normalise(500, signed), 1); // clipped
+  assert.equal(valueRange(values, true).high, 500); // the plain range would squash the rest to the middle
+
+  const cam = new Float32Array(1000).map((_, i) => (i % 100) / 100);
+  cam[0] = 80;
+  const camRange = robustRange(cam, false);
+  assert.equal(camRange.low, 0);
+  assert.ok(camRange.high < 1 && camRange.clipped, JSON.stringify(camRange));
+
+  // No outlier: nothing clipped, the true extremes. Mostly zero: falls back to the largest value.
+  assert.deepEqual(robustRange([-2, 1, 0.5], true), { low: -2, high: 2, min: -2, max: 1, clipped: false });
+  const sparse = new Float32Array(1000);
+  sparse[3] = 0.5;
+  assert.deepEqual(robustRange(sparse, true), { low: -0.5, high: 0.5, min: 0, max: 0.5, clipped: false });
+  assert.deepEqual(robustRange([], false), { low: 0, high: 1, min: 0, max: 0, clipped: false });
+});
+
+test("colorbarText: end labels at the clip value, a note with the true range when clipped", () => {
+  assert.deepEqual(colorbarText({ low: -1, high: 1, min: -0.5, max: 1, clipped: false }, true), {
+    labels: ["-1", "0", "1"],
+    note: "",
+  });
+  assert.deepEqual(colorbarText({ low: 0, high: 0.3, min: 0, max: 2.5, clipped: true }, false), {
+    labels: ["0", "0.3"],
+    note: "clipped at p99; range 0\u2060…\u20602.5",
+  });
+});
+
+test("fadeToGrey: greyscale faded toward a tone, alpha kept, RGB or RGBA", () => {
+  const rgba = new Uint8ClampedArray([255, 0, 0, 200, 0, 0, 0, 255, 255, 255, 255, 255]);
+  const none = fadeToGrey(rgba, { fade: 0 });
+  assert.deepEqual(Array.from(none.slice(0, 4)), [76, 76, 76, 200]); // luma of pure red: 0.299 * 255
+  const half = fadeToGrey(rgba, { fade: 0.5, tone: 255 });
+  assert.deepEqual(Array.from(half.slice(4, 8)), [128, 128, 128, 255]); // black halfway to white
+  assert.deepEqual(Array.from(half.slice(8, 12)), [255, 255, 255, 255]);
+  const dark = fadeToGrey(new Uint8Array([255, 255, 255]), { channels: 3, fade: 0.75, tone: 0 });
+  assert.deepEqual(Array.from(dark), [64, 64, 64]);
+  // A maroon object and a red overlay: in colour they are close, over the grey underlay they differ in hue.
+  const maroon = [128, 20, 40];
+  const [grey] = fadeToGrey(new Uint8Array(maroon), { channels: 3 });
+  assert.ok(grey > 150, `faded maroon ${grey} should be light`);
+  assert.ok(zeroTone("red-blue", true) > 230 && zeroTone("inferno", false) < 10);
+});
+
+test("dilateMask grows a mask to its four neighbours", () => {
+  const mask = new Uint8Array(9);
+  mask[4] = 1;
+  assert.deepEqual(Array.from(dilateMask(mask, 3, 3)), [0, 1, 0, 1, 1, 1, 0, 1, 0]);
 });
 
 test("segmentCount: the most superpixels any panel has", () => {

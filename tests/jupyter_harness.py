@@ -4,7 +4,9 @@ Offline and self-contained: fresh config/runtime/home folders per server (nothin
 Chromium at /usr/bin/chromium (never ``playwright install``, which downloads a browser), no news or update
 checks. The server flags: ``--allow-root`` (JupyterLab refuses to start as root otherwise), 127.0.0.1 on a free
 port with no retries and no token, and no news feed, update check or extension manager (each would reach for
-the network); a notification setting override stops the news toast that shows even then.
+the network); a notification setting override stops the news toast that shows even then. ``theme`` starts
+JupyterLab in another theme (a settings override too); :func:`set_theme` switches a running page (JupyterLab's
+app is exposed in the page as ``window.jupyterapp`` for that).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import nbformat
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"]
+LIGHT_THEME = "JupyterLab Light"
+DARK_THEME = "JupyterLab Dark"
 
 
 def free_port() -> int:
@@ -52,9 +56,10 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
 class JupyterServer:
     """``jupyter lab`` or ``jupyter notebook`` on a free port of 127.0.0.1, with no token, in ``root``."""
 
-    def __init__(self, root: Path, app: Literal["lab", "notebook"] = "lab") -> None:
+    def __init__(self, root: Path, app: Literal["lab", "notebook"] = "lab", theme: str | None = None) -> None:
         self.root = root
         self.app = app
+        self.theme = theme
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,16 +72,12 @@ class JupyterServer:
             folder.mkdir(parents=True, exist_ok=True)
         overrides = folders["config"] / "labconfig"
         overrides.mkdir(exist_ok=True)
-        (overrides / "default_setting_overrides.json").write_text(
-            json.dumps(
-                {
-                    "@jupyterlab/apputils-extension:notification": {
-                        "fetchNews": "false",
-                        "checkForUpdates": False,
-                    }
-                }
-            )
-        )
+        settings: dict[str, Any] = {
+            "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
+        }
+        if self.theme is not None:
+            settings["@jupyterlab/apputils-extension:themes"] = {"theme": self.theme}
+        (overrides / "default_setting_overrides.json").write_text(json.dumps(settings))
         env = dict(os.environ)
         env.update(
             JUPYTER_CONFIG_DIR=str(folders["config"]),
@@ -96,7 +97,7 @@ class JupyterServer:
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
             "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={self.root}",
             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",
+            "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -180,6 +181,16 @@ def run_all_cells(
     server.wait_for_idle_kernel()
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def set_theme(page: Any, theme: str) -> None:
+    """Switch a JupyterLab page's theme with the command Settings > Theme runs, and wait until it is applied.
+
+    Needs the app in the page (``--LabApp.expose_app_in_browser``, which :class:`JupyterServer` passes).
+    """
+    page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', { theme })", theme)
+    page.wait_for_function("(name) => document.body.dataset.jpThemeName === name", arg=theme, timeout=30_000)
+    page.wait_for_timeout(500)  # the theme's stylesheet settles
 
 
 def canvas_pixels(locator: Any) -> list[int]:

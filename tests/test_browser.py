@@ -132,6 +132,7 @@ def test_view_controls_redraw_in_the_browser_only(lab: dict[str, Any], shots: Pa
     widget = root(page, "lime")
     canvas = widget.locator(".livexai-canvas")
     coloured = canvas_pixels(canvas)
+    default_opacity = widget.locator(".livexai-opacity").input_value()
     widget.locator(".livexai-opacity").fill("0")
     plain = canvas_pixels(canvas)  # synchronous redraw: no kernel round trip to wait for
     assert plain != coloured
@@ -148,7 +149,7 @@ def test_view_controls_redraw_in_the_browser_only(lab: dict[str, Any], shots: Pa
     widget.locator(".livexai-hide-rest").uncheck()
     widget.locator(".livexai-topk").fill("0")
     widget.locator(".livexai-sign").select_option("all")
-    widget.locator(".livexai-opacity").fill("0.6")
+    widget.locator(".livexai-opacity").fill(default_opacity)
     widget.locator(".livexai-colormap").select_option("auto")
 
 

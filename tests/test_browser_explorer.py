@@ -1,6 +1,9 @@
 """End to end on the real thing: the quick-start demo notebook (shapes CNN + Explorer) in JupyterLab.
 
-Also the source of the README's screenshot: with ``LIVEXAI_README_SCREENSHOT=path`` the Explorer is saved there.
+At 1440x900, as a student's laptop shows it: the controls and all four maps fit on one screen, and screenshots in
+the light and dark themes go to ``$LIVEXAI_SCREENSHOTS`` (default: a pytest tmp dir, printed). Also the source of
+the README's screenshot: with ``LIVEXAI_README_SCREENSHOT=path`` the light-theme Explorer is saved there too
+(``LIVEXAI_README_SCREENSHOT=demo_notebooks/img/explorer.png``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_harness import JupyterServer, canvas_pixels, chromium, chromium_available, run_all_cells
+from jupyter_harness import (
+    DARK_THEME,
+    JupyterServer,
+    canvas_pixels,
+    chromium,
+    chromium_available,
+    run_all_cells,
+    set_theme,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -20,6 +31,15 @@ pytestmark = [
 ]
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "demo_notebooks" / "01_quickstart.ipynb"
+VIEWPORT = {"width": 1440, "height": 900}  # a common laptop screen
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nExplorer screenshots in {folder}")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +49,7 @@ def explorer_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("quickstart")
     shutil.copy(QUICKSTART, root / QUICKSTART.name)
     with JupyterServer(root, "lab") as server, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page = browser.new_page(viewport=VIEWPORT)
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         run_all_cells(page, server, QUICKSTART.name)
@@ -45,7 +65,16 @@ def wait_until_done(explorer: Any) -> None:
     from playwright.sync_api import expect
 
     expect(explorer.locator(".livexai-panel-info", has_text="computing")).to_have_count(0, timeout=120_000)
-    expect(explorer.locator(".livexai-status").first).to_have_text("idle", timeout=120_000)
+    try:
+        expect(explorer.locator(".livexai-status").first).to_have_text("idle", timeout=120_000)
+    except AssertionError as failure:  # say what the kernel reported
+        message = explorer.locator(".livexai-error").first.text_content()
+        raise AssertionError(f"{failure}\nthe widget's error: {message}") from failure
+
+
+def scroll_to_top(explorer: Any) -> None:
+    explorer.evaluate("(el) => el.scrollIntoView({ block: 'start' })")
+    explorer.page.wait_for_timeout(300)
 
 
 def test_explorer_shows_four_methods_for_the_top_class_and_switches_class(explorer_page: Any) -> None:
@@ -68,12 +97,42 @@ def test_explorer_shows_four_methods_for_the_top_class_and_switches_class(explor
         arg=[first_canvas.element_handle(), before],
         timeout=60_000,
     )
-    assert not errors, errors
-
-    target = os.environ.get("LIVEXAI_README_SCREENSHOT")
     predictions.nth(0).click()
     page.wait_for_timeout(1000)
     wait_until_done(explorer)
-    folder = Path(target).parent if target else Path(os.environ.get("LIVEXAI_SCREENSHOTS", "/tmp"))
-    folder.mkdir(parents=True, exist_ok=True)
-    explorer.screenshot(path=target or str(folder / "explorer.png"))
+    assert not errors, errors
+
+
+def test_controls_and_all_four_maps_fit_on_a_laptop_screen(explorer_page: Any, shots: Path) -> None:
+    page, explorer, _ = explorer_page
+    scroll_to_top(explorer)
+    boxes = {"controls": explorer.locator(".livexai-side").bounding_box()}
+    for i, panel in enumerate(explorer.locator(".livexai-panel").all()):
+        boxes[f"panel {i}"] = panel.bounding_box()
+    assert len(boxes) == 5
+    for name, box in boxes.items():
+        assert box is not None, name
+        inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"]
+        assert inside and box["y"] + box["height"] <= VIEWPORT["height"], f"{name} {box} is off screen"
+    # The maps sit beside the controls, not below them.
+    assert boxes["panel 0"]["x"] > boxes["controls"]["x"] + boxes["controls"]["width"]
+    page.screenshot(path=str(shots / "explorer-light-page.png"))
+
+
+def test_explorer_screenshots_in_light_and_dark_themes(explorer_page: Any, shots: Path) -> None:
+    page, explorer, errors = explorer_page
+    scroll_to_top(explorer)
+    explorer.screenshot(path=str(shots / "explorer-light.png"))
+    readme = os.environ.get("LIVEXAI_README_SCREENSHOT")
+    if readme:
+        Path(readme).parent.mkdir(parents=True, exist_ok=True)
+        explorer.screenshot(path=readme)
+    light_bg = explorer.evaluate("(el) => getComputedStyle(el).backgroundColor")
+
+    set_theme(page, DARK_THEME)
+    scroll_to_top(explorer)
+    explorer.screenshot(path=str(shots / "explorer-dark.png"))
+    page.screenshot(path=str(shots / "explorer-dark-page.png"))
+    dark_bg = explorer.evaluate("(el) => getComputedStyle(el).backgroundColor")
+    assert dark_bg != light_bg, "the widget ignores JupyterLab's theme"
+    assert not errors, errors
