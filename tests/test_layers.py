@@ -121,8 +121,9 @@ def test_token_outputs_are_reported_as_tokens() -> None:
     assert info["patch"].kind == "spatial" and info["patch"].shape == (1, 8, 4, 4)
     assert info["tokens"].kind == "tokens" and info["tokens"].shape == (1, 16, 8)
     assert info["mixer.1"].kind == "tokens"
-    assert layers(model, x) == ["patch"]
-    assert layers(model, x, kinds=("spatial", "tokens")) == ["patch", "tokens", "mixer", "mixer.0", "mixer.1"]
+    assert info["tokens"].layout is not None and info["tokens"].layout.grid == (4, 4)  # a 4 x 4 patch grid
+    assert layers(model, x) == ["patch", "tokens", "mixer", "mixer.0", "mixer.1"]
+    assert layers(model, x, kinds=("spatial",)) == ["patch"]
 
 
 def test_layers_on_tabular_model_has_no_spatial_layers() -> None:
@@ -193,10 +194,9 @@ def test_activations_of_vector_and_token_layers() -> None:
     model = TinyViT()
     x = torch.randn(3, 16, 16)
     assert activations(model, x, layer="head").maps.shape == (5, 1, 1)
-    with pytest.raises(ValueError, match="reshape"):
-        activations(model, x, layer="tokens")
     grid = activations(model, x, layer="tokens", reshape=lambda t: t.transpose(1, 2).reshape(-1, 8, 4, 4))
     torch.testing.assert_close(grid.maps, activations(model, x, layer="patch").maps)
+    torch.testing.assert_close(activations(model, x, layer="tokens").maps, grid.maps)  # read by its layout
 
 
 def test_activations_of_reused_module_pick_a_call(resnet: SmallResNet, image: torch.Tensor) -> None:

@@ -362,7 +362,9 @@ def test_layer_widget_matches_grad_cam_called_directly(model, x) -> None:
 
     widget = LayerWidget(model, x)
     names = layers(model, x)
-    assert widget.controls[0]["choices"] == names and widget.layer == "features.3"
+    assert (
+        widget.controls[0]["choices"] == names and widget.layer == "features"
+    )  # the block whose output is the deepest map
     explanation = widget.wait(10)
     direct = grad_cam(model, x, layer="features.3")
     torch.testing.assert_close(explanation.attributions, direct.attributions)
@@ -402,9 +404,9 @@ def test_layer_widget_refuses_unknown_layers_and_restores_the_model_mode(model, 
     try:
         widget = LayerWidget(model, x)
         widget.wait(10)
-        assert widget.layer == "features.3"  # the deepest spatial layer that is not the final 2x2 pool
+        assert widget.layer == "features"  # the deepest map (its last ReLU), not the final 2x2 pool
         widget.set_state({"layer": "features.99"})
-        assert "layer must be one of" in widget.error and widget.layer == "features.3"
+        assert "layer must be one of" in widget.error and widget.layer == "features"
         rng = random.Random(1)
         for _ in range(200):
             widget.set_state(
@@ -429,7 +431,7 @@ def test_layer_widget_needs_a_spatial_layer() -> None:
     from livexai.widgets import LayerWidget
 
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
-    with pytest.raises(ValueError, match="no layer with a spatial output"):
+    with pytest.raises(ValueError, match="no layer whose output is a map over the image"):
         LayerWidget(flat, torch.rand(3, 8, 8))
 
 

@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
-from .cam import grad_cam
+from .cam import default_layer, grad_cam
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
@@ -43,6 +43,7 @@ __all__ = [
     "activation_grid",
     "activations",
     "count_segments",
+    "default_layer",
     "grad_cam",
     "gradient_shap",
     "integrated_gradients",

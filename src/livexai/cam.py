@@ -12,6 +12,7 @@ parameters, their ``.grad`` and ``requires_grad`` flags are never touched.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -22,9 +23,12 @@ from ._adapter import ModelAdapter, OutputSpace
 from ._call import as_adapter, prepare
 from .explanation import Explanation
 from .gradients import input_leaf
-from .layers import Reshape, as_maps, capture, pick_call, resolve_layer
+from .layers import Reshape, as_maps, capture, layers, layout_of, module_of, pick_call, resolve_layer
 
-__all__ = ["cam_maps", "grad_cam", "upsample"]
+__all__ = ["cam_maps", "default_layer", "grad_cam", "upsample"]
+
+# Layers that summarise space rather than describe it: too coarse to say where anything is.
+_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
 
 _EPS = 1e-7  # keeps Grad-CAM++'s alpha finite where g = 0 (those pixels are zeroed anyway)
 
@@ -149,8 +153,9 @@ def grad_cam(
             adapter, x, target=target, output=output, image=image, expect="image", compute_scores=forward
         )
         activation, gradient = _activation_and_gradient(forward, call_.x, name, call_.target, call)
-    maps_a = as_maps(activation, name, reshape)
-    maps_g = reshape(gradient) if reshape is not None else gradient
+    layout = None if reshape is not None else layout_of(adapter, module, call_.x, activation)
+    maps_a = as_maps(activation, name, reshape, layout)
+    maps_g = reshape(gradient) if reshape is not None else as_maps(gradient, name, None, layout)
     if maps_g.shape != maps_a.shape:
         raise ValueError(
             f"reshape gave activation {tuple(maps_a.shape)} but gradient {tuple(maps_g.shape)}; it must be a pure "
@@ -167,4 +172,72 @@ def grad_cam(
         "low_res": low_cpu[method],
         "low_res_maps": low_cpu,
     }
+    if not bool(low[method].any()):
+        params["warning"] = (
+            f"{'Grad-CAM++' if plus_plus else 'Grad-CAM'} at layer {name!r} is zero everywhere: the class score "
+            "does not grow with any of this layer's features where they are (a ViT's classifier, for one, reads "
+            "only the class token after its last attention). Try an earlier layer, such as "
+            "livexai.default_layer(model, x)"
+        )
     return call_.explanation(method, attributions, params)
+
+
+def default_layer(
+    model: nn.Module | ModelAdapter, x: torch.Tensor, *, target: int | None = None
+) -> str | None:
+    """The layer Grad-CAM should explain by default: the deepest one whose map for ``target`` is not degenerate.
+
+    Candidates are :func:`livexai.layers` ``(model, x)`` (maps over the image that depend on it) less pooling
+    layers. One forward and one backward pass give every candidate's Grad-CAM at once; the deepest whose map is
+    neither zero nor constant wins. That skips what the deepest layer alone would give: an all-zero map on a
+    ViT's last blocks (its classifier reads only the class token) or a constant one on a 1x1 grid. None when the
+    model has no candidate; the deepest candidate when every map is degenerate.
+    """
+    adapter = as_adapter(model, "logits")
+    modules = dict(module_of(model).named_modules())
+    names = [name for name in layers(model, x) if not isinstance(modules[name], _POOLING)]
+    for name, low in reversed(_every_cam(adapter, [(name, modules[name]) for name in names], x, target)):
+        if float(low.max() - low.min()) > 0:
+            return name
+    return names[-1] if names else None
+
+
+def _every_cam(
+    adapter: ModelAdapter, candidates: list[tuple[str, nn.Module]], x: torch.Tensor, target: int | None
+) -> list[tuple[str, torch.Tensor]]:
+    """Grad-CAM maps ``(h, w)`` of ``target`` at every candidate layer, from one forward and one backward pass,
+    in the order the layers' outputs were computed (a block after the layers inside it; layers the score does not
+    reach through autograd are left out)."""
+    if not candidates:
+        return []
+    call_ = prepare(adapter, x, target=target, expect="image")
+    finished: list[nn.Module] = []  # in the order their outputs were computed: the deepest last
+    with ExitStack() as hooks, adapter.session(), torch.enable_grad():
+        captured = [hooks.enter_context(capture(module, for_grad=True)) for _, module in candidates]
+        for _, module in candidates:
+            handle = module.register_forward_hook(lambda module, _inputs, _output: finished.append(module))
+            hooks.callback(handle.remove)
+        scores = adapter.forward(input_leaf(call_.x))
+        order = {module: position for position, module in reversed(list(enumerate(finished)))}
+        reached = sorted(
+            (
+                (name, module, outputs[-1])
+                for (name, module), outputs in zip(candidates, captured, strict=True)
+                if outputs and isinstance(outputs[-1], torch.Tensor) and outputs[-1].requires_grad
+            ),
+            key=lambda entry: order.get(entry[1], -1),
+        )
+        if not reached:
+            return []
+        gradients = torch.autograd.grad(
+            scores[:, call_.target].sum(), [activation for _, _, activation in reached], allow_unused=True
+        )
+    maps = []
+    for (name, module, activation), gradient in zip(reached, gradients, strict=True):
+        if gradient is not None:
+            layout = layout_of(adapter, module, call_.x, activation)
+            low = cam_maps(
+                as_maps(activation.detach(), name, None, layout), as_maps(gradient, name, None, layout)
+            )
+            maps.append((name, low["grad_cam"][0]))
+    return maps

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +22,17 @@ from torch import nn
 from ._adapter import ModelAdapter
 from ._call import as_adapter
 from ._inputs import as_single_input, check_int
+from ._layout import Layout, infer_layout, layout_from_shape
 
-LayerKind = Literal["spatial", "tokens", "vector", "other"]
+LayerKind = Literal["spatial", "tokens", "vector", "constant", "other"]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
+
+# What layer_info found out about each layer (layout, whether it depends on the input), per input shape, so
+# grad_cam and activations read a layer right without probing it again. Weak keys: a forgotten model frees it.
+_probed: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[Layout | None, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+_probed_guard = threading.Lock()
 
 __all__ = ["Activations", "LayerInfo", "activation_grid", "activations", "layer_info", "layers"]
 
@@ -33,11 +42,13 @@ class LayerInfo:
     """One named module as seen in a forward pass.
 
     ``shape`` is the output shape for a batch of one (``None`` when the output is not a tensor); ``kind`` is
-    ``"spatial"`` for ``(N, C, h, w)`` maps with ``h > 1`` or ``w > 1``, ``"tokens"`` for ``(N, T, D)`` sequences
-    (ViT-style; Grad-CAM needs a ``reshape``), ``"vector"`` for ``(N, D)`` or ``(N, C, 1, 1)``, ``"other"``
-    otherwise. ``calls`` counts how often the module ran (a reused ReLU runs several times; it is listed once).
-    ``passthrough`` is True for an ``nn.Identity`` or an empty ``nn.Sequential`` (a ResNet's shortcut) that handed
-    back its input: its maps are those of the layer before it.
+    ``"spatial"`` for maps over the image, channels first ``(N, C, h, w)`` or last ``(N, h, w, C)``,
+    ``"tokens"`` for ``(N, T, D)`` sequences (ViT, Swin), ``"vector"`` for ``(N, D)`` or ``(N, C, 1, 1)``,
+    ``"constant"`` for an output that does not depend on the input (Swin's relative position bias), ``"other"``
+    otherwise. ``layout`` says how to read the output as maps over the image (None: it cannot be; see
+    :mod:`livexai._layout`). ``calls`` counts how often the module ran (a reused ReLU runs several times; it is
+    listed once). ``passthrough`` is True for an ``nn.Identity`` or an empty ``nn.Sequential`` (a ResNet's
+    shortcut) that handed back its input: its maps are those of the layer before it.
     """
 
     name: str
@@ -45,6 +56,7 @@ class LayerInfo:
     kind: LayerKind
     calls: int = 1
     passthrough: bool = False
+    layout: Layout | None = None
 
 
 def output_kind(output: object) -> LayerKind:
@@ -154,70 +166,160 @@ def _is_passthrough(module: nn.Module) -> bool:
     return isinstance(module, nn.Identity) or (isinstance(module, nn.Sequential) and len(module) == 0)
 
 
+@dataclass(eq=False)
+class _Seen:
+    """What the hooks saw of one module: its first output (kept for the layout probe) and how often it ran."""
+
+    output: Any = None
+    calls: int = 0
+    passthrough: bool = False
+    layout: Layout | None = None
+    varies: bool = True
+
+    def info(self, name: str) -> LayerInfo:
+        output = self.output
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+        kind = output_kind(output)
+        if not self.varies:
+            kind = "constant"
+        elif kind == "spatial" and (self.layout is None or self.layout.kind == "tokens"):
+            kind = "other"  # four dimensions, but not a map over the image
+        return LayerInfo(name, shape, kind, self.calls, self.passthrough, self.layout)
+
+
+def _run_hooked(
+    adapter: ModelAdapter,
+    modules: list[nn.Module],
+    x: torch.Tensor,
+    on_output: Callable[..., None],
+    on_call: Callable[..., None] | None = None,
+) -> None:
+    """One forward pass of ``x`` with ``on_call(module, inputs)`` and ``on_output(module, inputs, output)``
+    hooked on ``modules``, unhooked afterwards whatever happens. Only this thread's calls reach them (hooks belong
+    to the module, and another thread may run the model meanwhile, see :func:`capture`)."""
+    owner = threading.get_ident()
+
+    def call_hook(module: nn.Module, inputs: Any) -> None:
+        if on_call is not None and threading.get_ident() == owner:
+            on_call(module, inputs)
+
+    def output_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if threading.get_ident() == owner:
+            on_output(module, inputs, output)
+
+    handles = []
+    try:
+        for module in modules:
+            handles.append(module.register_forward_pre_hook(call_hook))
+            handles.append(module.register_forward_hook(output_hook))
+        _forward_one(adapter, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _changed_corner(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(1, C, H, W)`` with its top-left quadrant changed by seeded noise of the image's own scale."""
+    changed = x.clone()
+    height, width = x.shape[-2:]
+    corner = changed[..., : math.ceil(height / 2), : math.ceil(width / 2)]
+    noise = torch.randn(corner.shape, generator=torch.Generator().manual_seed(0)).to(x.device, x.dtype)
+    corner += noise * (x.float().std().clamp_min(0.1)).to(x.dtype)
+    return changed
+
+
 def layer_info(model: object, x: torch.Tensor) -> list[LayerInfo]:
     """Every named submodule that runs on ``x``, in the order of its first call, with output shape and kind.
 
-    One forward pass with temporary hooks on all modules. ``x`` is one input, ``(C, H, W)`` or ``(F,)`` (with or
-    without a batch dimension of one). Modules that do not run are left out; a reused module is listed once.
+    ``x`` is one input, ``(C, H, W)`` or ``(F,)`` (with or without a batch dimension of one). One forward pass
+    with temporary hooks on all modules; for an image, a second one on ``x`` with its top-left quadrant changed
+    tells each output's layout and whether it depends on the input at all (:mod:`livexai._layout`). Modules that
+    do not run are left out; a reused module is listed once.
     """
     root = module_of(model)
     adapter = as_adapter(model, "logits")
     batch = adapter.prepare(as_single_input(x)[0])
-    order: list[nn.Module] = []
-    seen: dict[nn.Module, list[Any]] = {}  # module -> [(shape, kind), number of calls, passthrough]
-
-    def pre_hook(module: nn.Module, _inputs: Any) -> None:
-        if module not in seen:
-            seen[module] = [None, 0, False]
-            order.append(module)
-
-    def post_hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        record = seen[module]
-        if record[1] == 0:
-            record[0] = tuple(output.shape) if isinstance(output, torch.Tensor) else None, output_kind(output)
-            record[2] = _is_passthrough(module) and len(inputs) == 1 and output is inputs[0]
-        record[1] += 1
-
     names = {module: name for name, module in root.named_modules() if name}
-    handles = []
-    try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-        _forward_one(adapter, batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    infos = []
-    for module in order:
-        if module not in names or seen[module][0] is None:
-            continue  # the root, or a module whose forward raised before returning
-        (shape, kind), calls, passthrough = seen[module]
-        infos.append(LayerInfo(names[module], shape, kind, calls, passthrough))
-    return infos
+    seen: dict[nn.Module, _Seen] = {}  # in the order of first calls
+
+    def enter(module: nn.Module, _inputs: Any) -> None:
+        seen.setdefault(module, _Seen())  # a module is listed where it is first called, before its children
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        entry = seen[module]
+        if entry.calls == 0:
+            entry.passthrough = _is_passthrough(module) and len(inputs) == 1 and output is inputs[0]
+            entry.output = output.detach().clone() if isinstance(output, torch.Tensor) else output
+        entry.calls += 1
+
+    _run_hooked(adapter, list(names), batch, record, enter)
+    if batch.ndim == 4:
+        _probe_layouts(adapter, seen, batch)
+    return [entry.info(names[module]) for module, entry in seen.items() if entry.output is not None]
+
+
+def _probe_layouts(adapter: ModelAdapter, seen: dict[nn.Module, _Seen], batch: torch.Tensor) -> None:
+    """Run the changed-corner pass and set each module's layout and ``varies``; remember them per module."""
+    probed: set[nn.Module] = set()
+
+    def compare(module: nn.Module, _inputs: Any, output: Any) -> None:
+        entry = seen.get(module)
+        if entry is None or module in probed or not isinstance(output, torch.Tensor):
+            return
+        probed.add(module)
+        if isinstance(entry.output, torch.Tensor):
+            entry.layout, entry.varies = infer_layout(entry.output, output, tuple(batch.shape[-2:]))
+
+    _run_hooked(adapter, list(seen), _changed_corner(batch), compare)
+    with _probed_guard:
+        for module, entry in seen.items():
+            _probed.setdefault(module, {})[tuple(batch.shape)] = (entry.layout, entry.varies)
+
+
+def layout_of(model: object, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> Layout | None:
+    """How ``module``'s ``output`` on images shaped like ``x`` reads as maps.
+
+    From the shape alone when only one reading fits the image (a CNN's maps, patch tokens), so Grad-CAM stays one
+    forward pass; otherwise probed once by :func:`layer_info` and remembered.
+    """
+    shape = tuple(as_single_input(x)[0].shape)
+    plain = layout_from_shape(tuple(output.shape), shape[-2:])
+    if plain is not None:
+        return plain
+    with _probed_guard:
+        known = _probed.get(module, {}).get(shape)
+    if known is None:
+        layer_info(model, x)
+        with _probed_guard:
+            known = _probed.get(module, {}).get(shape, (None, True))
+    return known[0]
 
 
 def layers(
-    model: object, x: torch.Tensor | None = None, *, kinds: tuple[str, ...] = ("spatial",)
+    model: object, x: torch.Tensor | None = None, *, kinds: tuple[str, ...] = ("spatial", "tokens")
 ) -> list[str]:
     """The names of the layers a person can pick, in forward order.
 
     Without ``x``: every named submodule in registration order (no forward pass). With an example ``x``: the
-    modules that run on it, in the order of their first call, keeping only outputs of the given ``kinds``
-    (default: spatial maps ``(N, C, h, w)`` with ``h > 1`` or ``w > 1``, the layers Grad-CAM can use; add
-    ``"tokens"`` for ViT-style ``(N, T, D)`` outputs, see :func:`layer_info`). Modules that hand back their
-    input unchanged (``nn.Identity`` shortcuts of a ResNet) are left out: they would repeat the layer before.
+    modules that run on it, in the order of their first call, whose output reads as maps over the image and is
+    of one of the ``kinds``: ``"spatial"`` (channels first or last) and ``"tokens"`` (a ViT's or Swin's patch
+    grid), see :func:`layer_info`. Left out: outputs that do not depend on the input, and modules that hand back
+    their input unchanged (``nn.Identity`` shortcuts of a ResNet): they would repeat the layer before.
     """
     if x is None:
         return [name for name, _ in module_of(model).named_modules() if name]
-    return [info.name for info in layer_info(model, x) if info.kind in kinds and not info.passthrough]
+    return [
+        info.name
+        for info in layer_info(model, x)
+        if info.kind in kinds and info.layout is not None and not info.passthrough
+    ]
 
 
 # -- activations -------------------------------------------------------------------------------------------------
-def as_maps(output: object, name: str, reshape: Reshape | None) -> torch.Tensor:
-    """A captured layer output as maps ``(N, C, h, w)``; tokens ``(N, T, D)`` go through ``reshape``.
+def as_maps(output: object, name: str, reshape: Reshape | None, layout: Layout | None = None) -> torch.Tensor:
+    """A captured layer output as maps ``(N, C, h, w)``: through ``reshape`` if given, else read by ``layout``.
 
-    Raises a ``ValueError`` saying what the layer gave and what to do when it is not a spatial map.
+    Raises a ``ValueError`` saying what the layer gave and what to do when it is not a map over the image.
     """
     if not isinstance(output, torch.Tensor):
         raise ValueError(
@@ -233,18 +335,17 @@ def as_maps(output: object, name: str, reshape: Reshape | None) -> torch.Tensor:
                 "e.g. tokens (N, T, D) -> drop the class token, transpose and view as (N, D, h, w)"
             )
         return maps
-    kind = output_kind(output)
-    if kind == "spatial":
-        return output
-    if kind == "tokens":
+    if layout is not None:
+        return layout.to_maps(output)
+    if output.ndim == 3:
         raise ValueError(
-            f"layer {name!r} outputs tokens {tuple(output.shape)} (N, T, D), not a spatial map; pass "
-            "reshape=callable turning them into (N, D, h, w), e.g. for a ViT with a class token and an h x w "
-            "patch grid: lambda t: t[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)"
+            f"layer {name!r} outputs tokens {tuple(output.shape)} (N, T, D) that do not form a patch grid of the "
+            "image; pass reshape=callable turning them into (N, D, h, w), e.g. for a class token and an h x w "
+            "grid: lambda t: t[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)"
         )
     raise ValueError(
-        f"layer {name!r} outputs shape {tuple(output.shape)} ({kind}), which has no spatial dimensions; "
-        "pick a layer with output (N, C, h, w), h or w > 1, from livexai.layers(model, x)"
+        f"layer {name!r} outputs shape {tuple(output.shape)} ({output_kind(output)}), which is not a map over the "
+        "image (or does not depend on it); pick a layer from livexai.layers(model, x)"
     )
 
 
@@ -288,8 +389,9 @@ def activations(
 ) -> Activations:
     """The channels of ``layer`` on input ``x``, ranked by mean activation (one no-grad forward pass).
 
-    Spatial layers give ``(C, h, w)`` maps; token layers need ``reshape`` (as for :func:`livexai.grad_cam`);
-    vector layers give ``(C, 1, 1)``. ``call`` picks the call of a module that runs several times (last by default).
+    Spatial and token layers give ``(C, h, w)`` maps (channels-last outputs and patch tokens are read by their
+    layout, see :func:`layer_info`; an explicit ``reshape`` wins); vector layers give ``(C, 1, 1)``. ``call``
+    picks the call of a module that runs several times (last by default).
     """
     top_k = check_int("top_k", top_k, 1)
     name, module = resolve_layer(model, layer)
@@ -301,7 +403,12 @@ def activations(
     if isinstance(output, torch.Tensor) and output.ndim == 2 and reshape is None:
         maps = output[:, :, None, None]
     else:
-        maps = as_maps(output, name, reshape)
+        layout = (
+            None
+            if reshape is not None or not isinstance(output, torch.Tensor)
+            else layout_of(adapter, module, x, output)
+        )
+        maps = as_maps(output, name, reshape, layout)
     maps = maps[0].detach().to("cpu", torch.float32)
     ranking = torch.argsort(maps.mean(dim=(1, 2)), descending=True, stable=True)
     return Activations(maps=maps, ranking=ranking, layer=name, top_k=top_k)

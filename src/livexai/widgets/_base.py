@@ -149,7 +149,10 @@ def panel(
             n_evals=int(explanation.n_evals),
             target=int(explanation.target),
         )
-        if not note and not bool(values.any()):
+        warning = explanation.params.get("warning")
+        if not note and warning:
+            entry["note"] = str(warning)  # e.g. why a Grad-CAM map is empty and which layer to try
+        elif not note and not bool(values.any()):
             entry["note"] = "the map is zero everywhere"
         if explanation.segments is not None and explanation.weights is not None:
             entry["segments"] = to_wire(explanation.segments, "int32")

@@ -18,12 +18,12 @@ from typing_extensions import Unpack
 
 from .._adapter import Cancelled, Model, ModelAdapter, OutputSpace
 from .._inputs import as_single_input, display_image
+from ..cam import default_layer
 from ..explanation import Explanation
 from ._base import ExplainerWidget, Panel, Prediction, WidgetOptions, panel, top_predictions
 from ._params import OUTPUT, SEED, Fixed, IntParam, positive_int
 from ._runner import JobContext, describe_error
 from ._serialize import WireArray, image_to_wire, to_wire
-from .layer import default_layer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -96,7 +96,6 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
         layer: str | None = None,
         **options: Unpack[ExplorerOptions],
     ) -> None:
-        from ..layers import layers
 
         self._images = _as_batch(images)
         self._display_sources = (
@@ -115,11 +114,7 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
         self.correlations: torch.Tensor | None = None
         adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         selected = type(self).selected.check(self, options.get("selected", 0))
-        self._layer = (
-            layer
-            if layer is not None
-            else default_layer(adapter.model, layers(adapter, self._images[selected]))
-        )
+        self._layer = layer if layer is not None else default_layer(adapter, self._images[selected])
         self._shown_index = selected  # the image whose picture and predictions the browser shows
         super().__init__(adapter, self._images[selected], image=self._display_sources[selected], **options)
         self.thumbnails = [

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import traitlets
-from torch import nn
 from typing_extensions import Unpack
 
 from .._adapter import Model, ModelAdapter, OutputSpace
@@ -26,22 +24,6 @@ METHODS: tuple[str, ...] = ("grad_cam", "grad_cam++", "activations")
 TITLES = {"grad_cam": "Grad-CAM", "grad_cam++": "Grad-CAM++", "activations": "activations"}
 
 
-_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
-
-
-def default_layer(model: object, names: Sequence[str]) -> str | None:
-    """The layer Grad-CAM usually explains: the deepest spatial one that is not a pooling layer.
-
-    ``names`` come from :func:`livexai.layers` (spatial outputs, forward order). A pooling layer at the end (an
-    adaptive pool to 2x2, say) is spatial but too coarse to say where anything is.
-    """
-    modules = dict(model.named_modules()) if isinstance(model, nn.Module) else {}
-    for name in reversed(names):
-        if not isinstance(modules.get(name), _POOLING):
-            return name
-    return names[-1] if names else None
-
-
 class LayerOptions(WidgetOptions, total=False):
     """``LayerWidget``'s keywords: its parameters and fixed settings."""
 
@@ -55,7 +37,8 @@ class LayerWidget(ExplainerWidget[Explanation | Activations]):
     """Look inside one layer: where its evidence for a class lies (Grad-CAM/++), or what its channels see.
 
     ``LayerWidget(model, x, image=None, labels=None, layer=None, method="grad_cam")``. ``layer`` is one of
-    :func:`livexai.layers` ``(model, x)`` (default: :func:`default_layer`, the usual Grad-CAM choice).
+    :func:`livexai.layers` ``(model, x)`` (default: :func:`livexai.default_layer`, the deepest layer whose
+    Grad-CAM is not degenerate).
     With ``method="activations"`` the ``n_channels`` strongest channels are drawn as a grid; clicking one sets
     ``channel`` and enlarges it (no recomputation). ``output`` (``"logits"``/``"probs"``) is fixed at creation.
     """
@@ -70,17 +53,19 @@ class LayerWidget(ExplainerWidget[Explanation | Activations]):
     channel = traitlets.Int(-1).tag(sync=True)  # the enlarged channel (-1: the strongest); set by clicks
 
     def __init__(self, model: Model, x: torch.Tensor, **options: Unpack[LayerOptions]) -> None:
+        from ..cam import default_layer
         from ..layers import layers
 
         adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         self._layer_names = tuple(layers(adapter, x))
         if not self._layer_names:
             raise ValueError(
-                "the model has no layer with a spatial output (N, C, h, w) on this input; Grad-CAM and "
-                "activations need a convolutional layer (see livexai.layers(model, x))"
+                "the model has no layer whose output is a map over the image on this input (a convolution's "
+                "(N, C, h, w), or a ViT's patch tokens); Grad-CAM and activations need one (see "
+                "livexai.layer_info(model, x))"
             )
         if options.get("layer") is None:
-            options["layer"] = default_layer(adapter.model, self._layer_names)
+            options["layer"] = default_layer(adapter, x, target=options.get("target"))
         super().__init__(adapter, x, **options)
 
     @traitlets.validate("channel")
