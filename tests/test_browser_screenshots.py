@@ -46,6 +46,13 @@ CELLS = [
     "lime = LimeWidget(model, x, labels=classes, n_samples=300)\nlime",
     "shap = ShapWidget(model, x, background=images[8:12], method='gradient', labels=classes)\nshap",
     "layer = LayerWidget(model, x, labels=classes)\nlayer",
+    # A model nobody here wrote: Hugging Face's ConvNeXt (channels-last blocks), built from a config, passed as is.
+    "import torch, transformers\n"
+    "from livexai.widgets import Explorer\n"
+    "torch.manual_seed(0)\n"
+    "config = transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=4)\n"
+    "convnext = transformers.ConvNextForImageClassification(config)\n"
+    "explorer = Explorer(convnext, images[:4], labels=classes, n_segments=20, n_samples=100)\nexplorer",
 ]
 KINDS = ("lime", "shap", "layer")
 SCALE = 3  # the 64x64 maps are drawn at 3x on their canvases (displayScale in js/widget.js)
@@ -157,3 +164,18 @@ def test_screenshots_in_light_and_dark_themes(lab: dict[str, Any], shots: Path) 
         backgrounds[name] = widget(page, "lime").evaluate("(el) => getComputedStyle(el).backgroundColor")
     assert backgrounds["light"] != backgrounds["dark"], "the widgets ignore JupyterLab's theme"
     assert lab["errors"] == [], lab["errors"]
+
+
+def test_the_explorer_on_a_hugging_face_convnext(lab: dict[str, Any], shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    explorer = widget(lab["page"], "explorer")
+    expect(explorer.locator(".livexai-panel .livexai-canvas")).to_have_count(4, timeout=120_000)
+    expect(explorer.locator(".livexai-status")).to_have_text("idle", timeout=120_000)
+    assert explorer.locator(".livexai-error").first.text_content() == ""
+    explorer.evaluate("(el) => el.scrollIntoView({ block: 'start' })")
+    explorer.screenshot(path=str(shots / "explorer-convnext.png"))
+    for panel in explorer.locator(".livexai-panel").all():
+        pixels = canvas_pixels(panel.locator(".livexai-canvas"))
+        assert len(set(zip(pixels[0::4], pixels[1::4], pixels[2::4], strict=True))) > 10, "a blank map"
+    assert "zero everywhere" not in (explorer.text_content() or "")  # the default layer gives a real Grad-CAM

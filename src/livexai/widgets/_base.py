@@ -285,9 +285,10 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
     def refresh(self) -> None:
         """Recompute with the current parameters (stale work for this widget is cancelled)."""
         request = self.parameters()
-        self.error = ""
-        self.status = "computing"
-        self.progress = 0.0
+        with self.hold_sync():  # one message: no "computing 100%" flash from the last run's progress
+            self.error = ""
+            self.status = "computing"
+            self.progress = 0.0
         self._runner.submit(self, lambda context: self._compute(request, context), on_error=self._fail)
 
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
