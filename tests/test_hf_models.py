@@ -128,7 +128,7 @@ def test_every_method_gives_a_readable_map_and_leaves_the_model_as_it_was(name: 
     assert_unchanged(before, snapshot(model))
 
 
-@pytest.mark.parametrize("name", ["vit", "convnext"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_the_image_widgets_work_on_the_model_passed_directly(name: str) -> None:
     model = build(name)
     runner = Runner()

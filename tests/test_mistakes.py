@@ -117,7 +117,16 @@ def test_a_model_that_changes_its_input_never_changes_the_callers() -> None:
 
 def test_shapes_that_are_not_one_input_say_what_is_accepted() -> None:
     with pytest.raises(ValueError, match=r"greyscale image as \(1, H, W\)"):
-        livexai.lime(small_cnn(channels=1), torch.rand(16, 16))
+        livexai.lime(small_cnn(channels=3), torch.rand(16, 16))
+
+
+def test_an_h_by_w_image_is_one_channel_where_the_model_takes_one() -> None:
+    model, image = small_cnn(channels=1), torch.rand(16, 16, generator=torch.Generator().manual_seed(2))
+    plain = livexai.lime(model, image, n_segments=6, n_samples=60)
+    torch.testing.assert_close(
+        plain.weights, livexai.lime(model, image[None], n_segments=6, n_samples=60).weights
+    )
+    assert livexai.grad_cam(model, image, layer="0").attributions.shape == (16, 16)
 
 
 def test_channels_last_images_are_named_as_such() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ._adapter import Model, ModelAdapter, OutputSpace
-from ._inputs import InputKind, as_single_input, check_channels, display_image, resolve_target
+from ._inputs import InputKind, as_greyscale, as_single_input, check_channels, display_image, resolve_target
 from .explanation import Explanation
 
 
@@ -101,11 +101,11 @@ def prepare(
     ``compute_scores`` is the forward pass to use if f(x) is not cached (see :meth:`ModelAdapter.scores`).
     """
     started = time.perf_counter()
-    batch, kind = as_single_input(x)
+    adapter = as_adapter(model, output)
+    batch, kind = as_single_input(as_greyscale(adapter.model, x))
     if expect is not None and kind != expect:
         wanted = "an image (C, H, W)" if expect == "image" else "a tabular row (F,)"
         raise ValueError(f"this method explains {wanted}; got x with shape {tuple(x.shape)}")
-    adapter = as_adapter(model, output)
     evals_before = adapter.n_evals
     batch = adapter.prepare(batch)
     try:

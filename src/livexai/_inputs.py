@@ -53,13 +53,27 @@ def as_single_input(x: object, name: str = "x") -> tuple[torch.Tensor, InputKind
     return x, ("image" if x.ndim == 4 else "tabular")
 
 
+def first_convolution(model: object) -> nn.Conv2d | None:
+    """The model's first 2-d convolution (in registration order), which says how many channels images have."""
+    if not isinstance(model, nn.Module):
+        return None
+    return next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+
+
+def as_greyscale(model: object, x: object) -> object:
+    """An ``(H, W)`` tensor as a one-channel image ``(1, H, W)`` when the model's first convolution takes one
+    channel (it would otherwise read as a batch of ``H`` rows); anything else is returned as it is."""
+    first = first_convolution(model)
+    if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[0] > 1 and first is not None:
+        return x.unsqueeze(0) if first.in_channels == 1 else x
+    return x
+
+
 def check_channels(model: object, x: torch.Tensor, error: Exception) -> None:
     """After the model failed on image ``x`` ``(1, C, H, W)``: if its first convolution takes another number of
     channels, say so (and whether ``x`` looks like ``(H, W, C)``) instead of torch's convolution error."""
-    if x.ndim != 4 or not isinstance(model, nn.Module):
-        return
-    first = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
-    if first is None or x.shape[1] == first.in_channels:
+    first = first_convolution(model)
+    if x.ndim != 4 or first is None or x.shape[1] == first.in_channels:
         return
     wanted = first.in_channels
     hint = ", which looks like (H, W, C): pass x.permute(2, 0, 1)" if x.shape[-1] == wanted else ""
