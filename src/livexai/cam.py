@@ -12,6 +12,7 @@ parameters, their ``.grad`` and ``requires_grad`` flags are never touched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -183,7 +184,11 @@ def grad_cam(
 
 
 def default_layer(
-    model: nn.Module | ModelAdapter, x: torch.Tensor, *, target: int | None = None
+    model: nn.Module | ModelAdapter,
+    x: torch.Tensor,
+    *,
+    target: int | None = None,
+    candidates: Sequence[str] | None = None,
 ) -> str | None:
     """The layer Grad-CAM should explain by default: the deepest one whose map for ``target`` is not degenerate.
 
@@ -191,11 +196,13 @@ def default_layer(
     layers. One forward and one backward pass give every candidate's Grad-CAM at once; the deepest whose map is
     neither zero nor constant wins. That skips what the deepest layer alone would give: an all-zero map on a
     ViT's last blocks (its classifier reads only the class token) or a constant one on a 1x1 grid. None when the
-    model has no candidate; the deepest candidate when every map is degenerate.
+    model has no candidate; the deepest candidate when every map is degenerate. ``candidates`` (names from
+    :func:`livexai.layers`, when the caller has them already) saves discovering the layers again.
     """
     adapter = as_adapter(model, "logits")
     modules = dict(module_of(model).named_modules())
-    names = [name for name in layers(model, x) if not isinstance(modules[name], _POOLING)]
+    found = layers(model, x) if candidates is None else candidates
+    names = [name for name in found if not isinstance(modules[name], _POOLING)]
     for name, low in reversed(_every_cam(adapter, [(name, modules[name]) for name in names], x, target)):
         if float(low.max() - low.min()) > 0:
             return name

@@ -65,7 +65,9 @@ class LayerWidget(ExplainerWidget[Explanation | Activations]):
                 "livexai.layer_info(model, x))"
             )
         if options.get("layer") is None:
-            options["layer"] = default_layer(adapter, x, target=options.get("target"))
+            options["layer"] = default_layer(
+                adapter, x, target=options.get("target"), candidates=self._layer_names
+            )
         super().__init__(adapter, x, **options)
 
     @traitlets.validate("channel")
