@@ -12,11 +12,7 @@ app is exposed in the page as ``window.jupyterapp`` for that).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,17 +23,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
+import pytest
+from local_server import LocalServer, isolated_environment, state_folders
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"]
 LIGHT_THEME = "JupyterLab Light"
 DARK_THEME = "JupyterLab Dark"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:
@@ -53,23 +45,18 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
-class JupyterServer:
+class JupyterServer(LocalServer):
     """``jupyter lab`` or ``jupyter notebook`` on a free port of 127.0.0.1, with no token, in ``root``."""
 
     def __init__(self, root: Path, app: Literal["lab", "notebook"] = "lab", theme: str | None = None) -> None:
+        super().__init__(root / f"jupyter-{app}.log")
         self.root = root
         self.app = app
         self.theme = theme
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = root / f"jupyter-{app}.log"
+        self.name = f"jupyter {app}"
 
     def _environment(self) -> dict[str, str]:
-        state = self.root / ".state"
-        folders = {name: state / name for name in ("config", "runtime", "ipython", "home", "tmp", "data")}
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
+        folders = state_folders(self.root / ".state", ("config", "runtime", "ipython", "home", "tmp", "data"))
         overrides = folders["config"] / "labconfig"
         overrides.mkdir(exist_ok=True)
         settings: dict[str, Any] = {
@@ -78,18 +65,14 @@ class JupyterServer:
         if self.theme is not None:
             settings["@jupyterlab/apputils-extension:themes"] = {"theme": self.theme}
         (overrides / "default_setting_overrides.json").write_text(json.dumps(settings))
-        env = dict(os.environ)
-        env.update(
+        return isolated_environment(
             JUPYTER_CONFIG_DIR=str(folders["config"]),
             JUPYTER_RUNTIME_DIR=str(folders["runtime"]),
             IPYTHONDIR=str(folders["ipython"]),
             HOME=str(folders["home"]),
             TMPDIR=str(folders["tmp"]),
             JUPYTER_PLATFORM_DIRS="1",
-            PYTHONUNBUFFERED="1",
-            OMP_NUM_THREADS="1",  # the kernel shares 2 cores with the server and the browser
         )
-        return env
 
     def start(self, timeout: float = 60.0) -> JupyterServer:
         command = [
@@ -99,25 +82,8 @@ class JupyterServer:
             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
         ]  # fmt: skip
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, env=self._environment(), stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter {self.app} exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(
-            f"jupyter {self.app} did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}"
-        )
+        self.launch(command, self._environment(), "/api/status", timeout=timeout)
+        return self
 
     def api(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
@@ -137,25 +103,19 @@ class JupyterServer:
             time.sleep(0.3)
         raise TimeoutError(f"no idle kernel after {timeout} s: {kernels}")
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
     def __enter__(self) -> JupyterServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def chromium_available() -> bool:
     return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
+
+
+# The marks every browser test module starts with: ``pytestmark = BROWSER_TESTS``.
+BROWSER_TESTS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
 
 
 @contextmanager
@@ -198,3 +158,19 @@ def canvas_pixels(locator: Any) -> list[int]:
     return locator.evaluate(
         "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
     )
+
+
+def widget_root(page: Any, kind: str) -> Any:
+    """The livexai widget of ``kind`` (``data-kind`` on ``.livexai-root``: lime, shap, layer, explorer)."""
+    return page.locator(f".livexai-root[data-kind={kind}]")
+
+
+def wait_for_change(locator: Any, before: list[int], timeout: float = 30.0) -> list[int]:
+    """The canvas's pixels once they differ from ``before`` (a recomputed map was drawn)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = canvas_pixels(locator)
+        if now != before:
+            return now
+        time.sleep(0.1)
+    raise AssertionError("the canvas did not change")

@@ -6,26 +6,23 @@ Screenshots go to ``$LIVEXAI_SCREENSHOTS`` (default: pytest's tmp dir) so a pers
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_harness import (
+    BROWSER_TESTS,
     JupyterServer,
     canvas_pixels,
     chromium,
-    chromium_available,
     run_all_cells,
+    wait_for_change,
+    widget_root,
     write_notebook,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_TESTS
 
 XSS_LABEL = "<img src=x onerror=alert(1)>"
 
@@ -43,13 +40,6 @@ CELLS = [
     "lime = LimeWidget(model, x, labels=labels, n_segments=12, n_samples=150)\nlime",
     "layer = LayerWidget(model, x, labels=labels)\nlayer",
 ]
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -87,29 +77,15 @@ def lab(workdir: Path, browser: Any) -> Iterator[dict[str, Any]]:
         page.close()
 
 
-def root(page: Any, kind: str) -> Any:
-    return page.locator(f".livexai-root[data-kind={kind}]")
-
-
 def status(page: Any, kind: str) -> Any:
-    return root(page, kind).locator(".livexai-status")
-
-
-def wait_for_change(locator: Any, before: list[int], timeout: float = 30.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = canvas_pixels(locator)
-        if now != before:
-            return now
-        time.sleep(0.1)
-    raise AssertionError("the canvas did not change")
+    return widget_root(page, kind).locator(".livexai-status")
 
 
 def test_moving_the_superpixel_slider_recomputes_the_overlay(lab: dict[str, Any], shots: Path) -> None:
     from playwright.sync_api import expect
 
     page = lab["page"]
-    widget = root(page, "lime")
+    widget = widget_root(page, "lime")
     canvas = widget.locator(".livexai-canvas")
     widget.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "lab-lime-before.png"), full_page=True)
@@ -129,7 +105,7 @@ def test_moving_the_superpixel_slider_recomputes_the_overlay(lab: dict[str, Any]
 
 def test_view_controls_redraw_in_the_browser_only(lab: dict[str, Any], shots: Path) -> None:
     page = lab["page"]
-    widget = root(page, "lime")
+    widget = widget_root(page, "lime")
     canvas = widget.locator(".livexai-canvas")
     coloured = canvas_pixels(canvas)
     default_opacity = widget.locator(".livexai-opacity").input_value()
@@ -155,9 +131,9 @@ def test_view_controls_redraw_in_the_browser_only(lab: dict[str, Any], shots: Pa
 
 def test_labels_are_text_never_html(lab: dict[str, Any]) -> None:
     page = lab["page"]
-    labels = root(page, "lime").locator(".livexai-pred-label")
+    labels = widget_root(page, "lime").locator(".livexai-pred-label")
     assert XSS_LABEL in labels.all_inner_texts()
-    assert root(page, "lime").locator(".livexai-predictions img").count() == 0
+    assert widget_root(page, "lime").locator(".livexai-predictions img").count() == 0
     assert lab["dialogs"] == []
 
 
@@ -165,7 +141,7 @@ def test_invalid_value_shows_a_message_then_recovers(lab: dict[str, Any], shots:
     from playwright.sync_api import expect
 
     page = lab["page"]
-    widget = root(page, "lime")
+    widget = widget_root(page, "lime")
     number = widget.locator(".livexai-number-n_segments")
     kept = number.input_value()
     number.fill("100000")
@@ -185,7 +161,7 @@ def test_clicking_a_prediction_explains_that_class(lab: dict[str, Any]) -> None:
     from playwright.sync_api import expect
 
     page = lab["page"]
-    widget = root(page, "lime")
+    widget = widget_root(page, "lime")
     second = widget.locator(".livexai-pred").nth(1)
     index = second.get_attribute("data-index")
     second.click()
@@ -198,7 +174,7 @@ def test_switching_layer_and_method_in_the_layer_widget(lab: dict[str, Any], sho
     from playwright.sync_api import expect
 
     page = lab["page"]
-    widget = root(page, "layer")
+    widget = widget_root(page, "layer")
     widget.scroll_into_view_if_needed()
     select = widget.locator(".livexai-select-layer")
     options = select.locator("option").all_inner_texts()
@@ -239,7 +215,7 @@ def test_smoke_in_notebook_7(workdir: Path, browser: Any, shots: Path) -> None:
     with JupyterServer(workdir, "notebook") as server:
         page = browser.new_page(viewport={"width": 1300, "height": 1400})
         run_all_cells(page, server, "smoke.ipynb", app="notebook")
-        widget = root(page, "lime")
+        widget = widget_root(page, "lime")
         expect(widget.locator(".livexai-canvas")).to_be_visible(timeout=90_000)
         expect(status(page, "lime")).to_have_text("idle", timeout=60_000)
         assert sum(canvas_pixels(widget.locator(".livexai-canvas"))) > 0

@@ -16,30 +16,19 @@ from typing import Any
 
 import pytest
 from jupyter_harness import (
+    BROWSER_TESTS,
     DARK_THEME,
     JupyterServer,
     canvas_pixels,
     chromium,
-    chromium_available,
     run_all_cells,
     set_theme,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_TESTS
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "demo_notebooks" / "01_quickstart.ipynb"
 VIEWPORT = {"width": 1440, "height": 900}  # a common laptop screen
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nExplorer screenshots in {folder}")
-    return folder
 
 
 @pytest.fixture(scope="module")

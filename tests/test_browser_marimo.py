@@ -12,23 +12,18 @@ Screenshots go to ``$LIVEXAI_SCREENSHOTS`` (default: pytest's tmp dir).
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_harness import canvas_pixels, chromium, chromium_available
+from jupyter_harness import BROWSER_TESTS, canvas_pixels, chromium, wait_for_change, widget_root
 from marimo_harness import MarimoServer, write_marimo_notebook
 
 pytest.importorskip("marimo")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_TESTS
 
 IMPORTS = (
     """
@@ -84,13 +79,6 @@ FROM_A_THREAD = (
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as browser:
         yield browser
@@ -119,28 +107,14 @@ def edit(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[dic
     with MarimoServer(notebook, "edit") as server:
         page, errors = open_page(browser, server)
         for kind in ("lime", "explorer"):
-            expect(root(page, kind).locator(".livexai-canvas").first).to_be_visible(timeout=90_000)
+            expect(widget_root(page, kind).locator(".livexai-canvas").first).to_be_visible(timeout=90_000)
             expect(status(page, kind)).to_have_text("idle", timeout=60_000)
         yield {"page": page, "errors": errors}
         page.close()
 
 
-def root(page: Any, kind: str) -> Any:
-    return page.locator(f".livexai-root[data-kind={kind}]")
-
-
 def status(page: Any, kind: str) -> Any:
-    return root(page, kind).locator(".livexai-status").first
-
-
-def wait_for_change(locator: Any, before: list[int], timeout: float = 30.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = canvas_pixels(locator)
-        if now != before:
-            return now
-        time.sleep(0.1)
-    raise AssertionError("the canvas did not change")
+    return widget_root(page, kind).locator(".livexai-status").first
 
 
 def record_texts(locator: Any) -> None:
@@ -160,7 +134,7 @@ def test_lime_draws_and_recomputes_when_the_slider_moves(edit: dict[str, Any], s
     from playwright.sync_api import expect
 
     page = edit["page"]
-    widget = root(page, "lime")
+    widget = widget_root(page, "lime")
     canvas = widget.locator(".livexai-canvas")
     widget.scroll_into_view_if_needed()
     before = canvas_pixels(canvas)
@@ -186,7 +160,7 @@ def test_explorer_streams_partial_results_into_the_page(edit: dict[str, Any], sh
     from playwright.sync_api import expect
 
     page = edit["page"]
-    explorer = root(page, "explorer")
+    explorer = widget_root(page, "explorer")
     explorer.scroll_into_view_if_needed()
     canvases = explorer.locator(".livexai-panel .livexai-canvas")
     expect(canvases).to_have_count(4)
@@ -218,7 +192,7 @@ def test_marimo_run_shows_updates_made_from_a_plain_thread(
     )
     with MarimoServer(notebook, "run") as server:
         page, errors = open_page(browser, server)
-        widget = root(page, "lime")
+        widget = widget_root(page, "lime")
         expect(widget.locator(".livexai-canvas")).to_be_visible(timeout=90_000)
         expect(widget.locator(".livexai-number-n_segments")).to_have_value("30", timeout=60_000)
         # "computing" went out with the new value; only the worker thread's update says "idle" after it.

@@ -8,27 +8,24 @@ pytest tmp dir, printed) so a person can look at them. The Explorer's are taken 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_harness import (
+    BROWSER_TESTS,
     DARK_THEME,
     JupyterServer,
     canvas_pixels,
     chromium,
-    chromium_available,
     run_all_cells,
     set_theme,
+    widget_root,
     write_notebook,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_TESTS
 
 VIEWPORT = {"width": 1440, "height": 900}
 IMAGES = "datasets.shapes(16, seed=1)"  # the quick-start images; the first is a maroon circle on green
@@ -64,14 +61,6 @@ VISIBLE_CHANGE = 15
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("LIVEXAI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nwidget screenshots in {folder}")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from playwright.sync_api import expect
 
@@ -88,10 +77,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             expect(widget.locator(".livexai-status")).to_have_text("idle", timeout=120_000)
         yield {"page": page, "errors": errors}
         page.close()
-
-
-def widget(page: Any, kind: str) -> Any:
-    return page.locator(f".livexai-root[data-kind={kind}]")
 
 
 def object_mask() -> list[list[bool]]:
@@ -118,7 +103,7 @@ def object_pixels(rgba: list[int], mask: list[list[bool]]) -> list[tuple[int, in
 
 def test_a_red_overlay_shows_on_a_maroon_object(lab: dict[str, Any], shots: Path) -> None:
     page = lab["page"]
-    lime = widget(page, "lime")
+    lime = widget_root(page, "lime")
     lime.scroll_into_view_if_needed()
     canvas = lime.locator(".livexai-canvas")
     mask = object_mask()
@@ -157,11 +142,11 @@ def test_screenshots_in_light_and_dark_themes(lab: dict[str, Any], shots: Path) 
             set_theme(page, DARK_THEME)
         name = "dark" if theme == DARK_THEME else "light"
         for kind in KINDS:
-            root = widget(page, kind)
+            root = widget_root(page, kind)
             root.evaluate("(el) => el.scrollIntoView({ block: 'start' })")
             page.wait_for_timeout(200)
             root.screenshot(path=str(shots / f"{kind}-{name}.png"))
-        backgrounds[name] = widget(page, "lime").evaluate("(el) => getComputedStyle(el).backgroundColor")
+        backgrounds[name] = widget_root(page, "lime").evaluate("(el) => getComputedStyle(el).backgroundColor")
     assert backgrounds["light"] != backgrounds["dark"], "the widgets ignore JupyterLab's theme"
     assert lab["errors"] == [], lab["errors"]
 
@@ -169,7 +154,7 @@ def test_screenshots_in_light_and_dark_themes(lab: dict[str, Any], shots: Path) 
 def test_the_explorer_on_a_hugging_face_convnext(lab: dict[str, Any], shots: Path) -> None:
     from playwright.sync_api import expect
 
-    explorer = widget(lab["page"], "explorer")
+    explorer = widget_root(lab["page"], "explorer")
     expect(explorer.locator(".livexai-panel .livexai-canvas")).to_have_count(4, timeout=120_000)
     expect(explorer.locator(".livexai-status")).to_have_text("idle", timeout=120_000)
     assert explorer.locator(".livexai-error").first.text_content() == ""
