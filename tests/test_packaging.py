@@ -21,6 +21,8 @@ CORE_MODULES = [
     "livexai.cam",
     "livexai.layers",
     "livexai.gradients",
+    "livexai.metrics",
+    "livexai.sanity",
 ]
 
 

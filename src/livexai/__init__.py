@@ -15,7 +15,18 @@ from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
 from .lime import iter_lime, lime
-from .metrics import mass_inside, rank_correlation, segment_means
+from .metrics import (
+    Curve,
+    agreement,
+    deletion,
+    energy_pointing_game,
+    insertion,
+    mass_inside,
+    pointing_game,
+    rank_correlation,
+    segment_means,
+)
+from .sanity import SanityReport, sanity_check
 from .segmentation import count_segments, segment
 from .shap import iter_kernel_shap, kernel_shap
 
@@ -32,20 +43,26 @@ _WIDGETS = {
 __all__ = [
     "Activations",
     "Cancelled",
+    "Curve",
     "Explanation",
     "Explorer",
     "LayerInfo",
     "LayerWidget",
     "LimeWidget",
     "ModelAdapter",
+    "SanityReport",
     "ShapWidget",
     "__version__",
     "activation_grid",
     "activations",
+    "agreement",
     "count_segments",
     "default_layer",
+    "deletion",
+    "energy_pointing_game",
     "grad_cam",
     "gradient_shap",
+    "insertion",
     "integrated_gradients",
     "iter_kernel_shap",
     "iter_lime",
@@ -54,8 +71,10 @@ __all__ = [
     "layers",
     "lime",
     "mass_inside",
+    "pointing_game",
     "rank_correlation",
     "saliency",
+    "sanity_check",
     "segment",
     "segment_means",
 ]
