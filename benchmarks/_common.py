@@ -42,6 +42,9 @@ SECTIONS = {
     ),
     "accuracy": "## KernelSHAP accuracy\n\nNot yet measured: run `python -m benchmarks.accuracy`.\n",
     "latency": "## Widget latency: CPU\n\nNot yet measured: run `python -m benchmarks.latency`.\n",
+    "latency-explorer": (
+        "## Explorer latency: CPU\n\nNot yet measured: run `python -m benchmarks.latency --only explorer`.\n"
+    ),
     "latency-cuda": (
         "## Widget latency: GPU\n\nNot yet measured: run `python -m benchmarks.latency --device cuda` on a machine "
         "with a CUDA GPU.\n"

@@ -122,7 +122,7 @@ export const PARAMETERS = Object.freeze([
   "baseline", // LimeWidget
   "kernel_width", // LimeWidget
   "method", // ShapWidget, LayerWidget
-  "background_size", // ShapWidget
+  "background_size", // ShapWidget, Explorer
   "layer", // LayerWidget
   "n_channels", // LayerWidget
 ]);

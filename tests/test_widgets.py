@@ -664,6 +664,75 @@ def test_explorer_shows_a_failing_method_and_keeps_the_others(background) -> Non
     assert np.isnan(matrix[3]).all()
 
 
+def test_explorer_background_size_is_a_slider_that_recomputes_only_kernel_shap(model, background) -> None:
+    from livexai import kernel_shap, lime, segment
+    from livexai.widgets import Explorer
+    from livexai.widgets.explorer import DEFAULT_BACKGROUND_SIZE
+
+    images = background[:6]
+    widget = Explorer(model, images, n_segments=8, n_samples=120)
+    first = dict(widget.wait(120))
+    assert widget.background_size == DEFAULT_BACKGROUND_SIZE
+    assert "background_size" in [c["name"] for c in widget.controls]
+    assert first["kernel_shap"].params["n_background"] == DEFAULT_BACKGROUND_SIZE
+    # streamed side by side, each still equals the core function on the same superpixels
+    segments = segment(widget._display, 8)
+    common = {"segments": segments, "n_samples": 120, "seed": 0}
+    torch.testing.assert_close(first["lime"].weights, lime(model, images[0], **common).weights)
+    direct = kernel_shap(
+        model, images[0], background=images, background_size=DEFAULT_BACKGROUND_SIZE, **common
+    )
+    torch.testing.assert_close(first["kernel_shap"].weights, direct.weights)
+
+    widget.set_state({"background_size": 7})
+    assert "background_size must be between 1 and 6, got 7" in widget.error
+    widget.set_state({"background_size": 2})
+    results = widget.wait(120)
+    assert widget.status == "idle", widget.error
+    assert results["kernel_shap"].params["n_background"] == 2
+    assert all(
+        results[m] is first[m] for m in ("lime", "gradient_shap", "grad_cam")
+    )  # reused, not recomputed
+    assert [p["status"] for p in widget.panels] == ["done"] * 4
+
+    widget.n_samples = 100  # the superpixels stay; the one-pass methods are reused
+    results = widget.wait(120)
+    assert results["grad_cam"] is first["grad_cam"] and results["lime"] is not first["lime"]
+    torch.testing.assert_close(results["lime"].segments, first["lime"].segments)
+    before = dict(results)
+    widget.refresh()  # called directly (say, after the model changed): nothing is reused
+    results = widget.wait(120)
+    assert all(results[m] is not before[m] for m in before)
+    one = Explorer(model, images[:1], n_segments=8, n_samples=60)
+    assert one.background_size == 1  # the default, capped at the background's size
+    one.wait(120)
+
+
+def test_explorer_paints_every_panel_before_any_is_final_but_the_one_pass_ones(model, background) -> None:
+    """Grad-CAM and GradientSHAP reach the widget first; LIME and KernelSHAP both show a partial picture before
+    either is final (they stream side by side), even with the runner's throttle."""
+    from livexai.widgets import Explorer
+
+    widget = Explorer(model, background[:4], n_segments=8, n_samples=400, background_size=2)
+    widget.wait(120)
+    seen: list[dict[str, str]] = []
+    widget.observe(
+        lambda change: seen.append({p["key"]: p["status"] for p in change["new"]}), names=["panels"]
+    )
+    widget.n_segments = 10
+    widget.wait(120)
+    order = []
+    for statuses in seen:
+        order += [
+            (key, status)
+            for key, status in statuses.items()
+            if status != "computing" and (key, status) not in order
+        ]
+    assert order[:2] == [("grad_cam", "done"), ("gradient_shap", "done")]
+    first_final = min(order.index((key, "done")) for key in ("lime", "kernel_shap"))
+    assert max(order.index((key, "partial")) for key in ("lime", "kernel_shap")) < first_final
+
+
 def test_lime_widget_keeps_a_tensor_baseline_as_custom(model, x) -> None:
     lime_module = pytest.importorskip("livexai.lime")
     from livexai.widgets import LimeWidget

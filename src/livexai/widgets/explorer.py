@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -17,6 +18,7 @@ import traitlets
 from typing_extensions import Unpack
 
 from .._adapter import Cancelled, Model, ModelAdapter, OutputSpace
+from .._features import image_segments
 from .._inputs import as_single_input, display_image
 from ..cam import default_layer
 from ..explanation import Explanation
@@ -39,8 +41,20 @@ TITLES = {
     "gradient_shap": "GradientSHAP",
     "grad_cam": "Grad-CAM",
 }
-_COMPUTE_ORDER = ("grad_cam", "gradient_shap", "lime", "kernel_shap")
+_ONE_PASS = ("grad_cam", "gradient_shap")  # one model pass each (tens of ms): painted first
+_SAMPLING = ("lime", "kernel_shap")  # progressive, streamed side by side after them
+# The request entries each method's result depends on: a change of the others reuses its last result.
+_DEPENDS_ON = {
+    "grad_cam": ("selected", "target"),
+    "gradient_shap": ("selected", "target"),
+    "lime": ("selected", "target", "n_segments", "n_samples"),
+    "kernel_shap": ("selected", "target", "n_segments", "n_samples", "background_size"),
+}
 THUMBNAIL_SIZE = 64  # pixels, longest side
+# KernelSHAP's background images by default (a slider changes it): each coalition costs one evaluation per image,
+# so the old 8 made KernelSHAP 8x LIME's cost. 4 halves it and keeps more accuracy than 2 (rank correlation with
+# a 10x reference on the shapes CNN: 0.83 at 8, 0.71 at 4, 0.64 at 2); see benchmarks/RESULTS.md.
+DEFAULT_BACKGROUND_SIZE = 4
 
 
 class ExplorerOptions(WidgetOptions, total=False):
@@ -63,9 +77,14 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
     (click one to explain that class). ``background`` (default: ``images``) is what KernelSHAP and GradientSHAP
     compare against. Optional keywords: ``display_images`` (one display image per input), ``layer`` (Grad-CAM's
     layer, default the deepest spatial one), ``selected`` (the image shown first), ``n_segments``,
-    ``n_samples`` (LIME and KernelSHAP), and fixed at creation ``gradient_samples`` (GradientSHAP),
-    ``background_size`` (KernelSHAP's background rows, 8: each coalition costs one evaluation per row), ``seed``,
+    ``n_samples`` (LIME and KernelSHAP), ``background_size`` (how many of the background images KernelSHAP
+    averages over, a seeded subset nested in the size; default 4: each coalition costs one evaluation per
+    image), and fixed at creation ``gradient_samples`` (GradientSHAP, over the whole background), ``seed``,
     ``output``.
+
+    Grad-CAM and GradientSHAP (one pass each) are painted first; LIME and KernelSHAP then stream side by side on
+    the same superpixels. A method whose own parameters did not change (e.g. Grad-CAM after a superpixel move,
+    LIME after a background move) keeps its last result instead of being computed again.
 
     :attr:`explanation` is a dict ``{method: Explanation}`` and :attr:`correlations` the Spearman rank
     correlation matrix ``(4, 4)`` between the maps (NaN where a map is constant or missing).
@@ -75,7 +94,6 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
         "seed": SEED,
         "output": OUTPUT,
         "gradient_samples": positive_int(50),
-        "background_size": positive_int(8),
     }
 
     kind = traitlets.Unicode("explorer").tag(sync=True)
@@ -83,6 +101,12 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
     selected = IntParam(0, "image", low=0, high=lambda widget: len(widget._images) - 1, drawn=False)
     n_segments = IntParam(50, "superpixels", low=2, high=5000, ui=(4, 200, 1))
     n_samples = IntParam(500, "samples (LIME, KernelSHAP)", low=10, high=100_000, ui=(50, 5000, 50))
+    background_size = IntParam(
+        DEFAULT_BACKGROUND_SIZE,
+        "KernelSHAP background images",
+        low=1,
+        high=lambda widget: len(widget._background),
+    )
     thumbnails = traitlets.List(traitlets.Dict()).tag(sync=True)
     correlation = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
 
@@ -112,6 +136,11 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
                 f"{', '.join(map(str, self._images.shape[1:]))}) like the images"
             )
         self.correlations: torch.Tensor | None = None
+        self._cache: dict[str, tuple[tuple[Any, ...], Explanation]] = {}  # method -> (its key, last result)
+        self._generation = 0  # raised by a direct refresh(): results of earlier generations are not reused
+        self._from_parameter = False  # whether refresh() runs for a parameter change
+        self._segments: tuple[tuple[int, int], torch.Tensor] | None = None  # (image, n_segments) -> labels
+        options.setdefault("background_size", min(DEFAULT_BACKGROUND_SIZE, len(self._background)))
         adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         selected = type(self).selected.check(self, options.get("selected", 0))
         self._layer = layer if layer is not None else default_layer(adapter, self._images[selected])
@@ -127,7 +156,18 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             self._ready = False  # a new image starts from its own top class: one request, below
             self.target = None
             self._ready = True
-        super()._on_param_change(change)
+        self._from_parameter = True
+        try:
+            super()._on_param_change(change)
+        finally:
+            self._from_parameter = False
+
+    def refresh(self) -> None:
+        """Recompute with the current parameters. Called directly (not by a parameter change) it reuses no earlier
+        result, so a model changed in place is explained afresh."""
+        if not self._from_parameter:
+            self._generation += 1
+        super().refresh()
 
     # -- computation -------------------------------------------------------------------------------------------
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
@@ -145,8 +185,11 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             raise RuntimeError(
                 "every method failed: " + "; ".join(f"{TITLES[m]}: {e}" for m, e in failures.items())
             )
+        from ..metrics import agreement
+
         segments = next((results[m].segments for m in ("lime", "kernel_shap") if m in results), None)
-        matrix = rank_correlations([results.get(method) for method in METHODS], segments)
+        maps = [results.get(method) for method in METHODS]
+        matrix = agreement(maps, segments=segments) if segments is not None else agreement(maps, on="pixels")
         caption = (
             "Spearman rank correlation of the maps averaged over the same superpixels"
             if segments is not None
@@ -171,92 +214,132 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
     def _explain_all(
         self, request: dict[str, Any], context: JobContext, shown: dict[str, Panel]
     ) -> tuple[dict[str, Explanation], dict[str, str]]:
-        """Every method in :data:`_COMPUTE_ORDER`, each panel shown as it is done; one failing method does not
-        hide the others: its message goes in ``failures``."""
-        results: dict[str, Explanation] = {}
-        failures: dict[str, str] = {}
-        waiting = list(shown.values())
-        context.post(lambda: self._show_partial(waiting, 0.0))
-        for step, method in enumerate(_COMPUTE_ORDER):
-            context.check_cancel()
-            try:
-                results[method] = self._explain(method, request, context, results, shown, step)
-                shown[method] = panel(method, TITLES[method], results[method])
-            except Cancelled:
-                raise
-            except Exception as error:
-                logger.exception("%s failed in the Explorer", method)
-                failures[method] = describe_error(error)
-                shown[method] = panel(method, TITLES[method], status="error", note=failures[method])
-            fraction = (step + 1) / len(_COMPUTE_ORDER)
-            snapshot = list(shown.values())
-            context.post(lambda snapshot=snapshot, fraction=fraction: self._show_partial(snapshot, fraction))
-        return results, failures
+        """Every method, each panel shown as soon as it has a picture; one failing method does not hide the
+        others: its message goes in ``failures``.
 
-    def _explain(
-        self,
-        method: str,
-        request: dict[str, Any],
-        context: JobContext,
-        done: dict[str, Explanation],
-        shown: dict[str, Panel],
-        step: int,
-    ) -> Explanation:
-        """One method's explanation; the sampling ones stream partial maps into their panel."""
-        fixed = {"seed": self._fixed["seed"], "output": self._fixed["output"]}
-        common = {"target": request["target"], "image": self._display}
+        The one-pass methods (:data:`_ONE_PASS`) paint first; then LIME and KernelSHAP advance a chunk each in
+        turn, so both show a first picture after one chunk, instead of KernelSHAP waiting for all of LIME. A
+        method whose parameters did not change since the last job is not computed again (:data:`_DEPENDS_ON`).
+        """
+        run = _Run(request, self._generation, context, shown, self._show_partial)
+        run.show()
+        for method in _ONE_PASS:
+            context.check_cancel()
+            self._settle(run, method, lambda method=method: self._once(method, run))
+            run.show()
+        streams = self._streams(run)
+        while streams:
+            for method, stream in list(streams.items()):
+                context.check_cancel()
+                result = self._settle(run, method, stream.next, final=False)
+                if result is None:  # the stream ended (or failed): its last result is final
+                    del streams[method]
+                    if method in run.latest and method not in run.failures:
+                        self._settle(run, method, lambda method=method: run.latest[method])
+                    run.show()
+                    continue
+                first = method not in run.latest
+                run.latest[method] = result
+                shown[method] = panel(
+                    method, TITLES[method], result, status="partial", progress=_fraction(result)
+                )
+                run.show(urgent=first)  # a panel's first picture is never dropped by the throttle
+        return run.results, run.failures
+
+    def _settle(
+        self, run: _Run, method: str, compute: Callable[[], Explanation | None], *, final: bool = True
+    ) -> Explanation | None:
+        """``compute()``, or None with the failure recorded in ``run.failures`` and shown in the method's panel;
+        a ``final`` result is kept (also for reuse by the next job) and shown as done."""
+        try:
+            result = compute()
+        except Cancelled:
+            raise
+        except Exception as error:
+            logger.exception("%s failed in the Explorer", method)
+            run.fail(method, describe_error(error))
+            return None
+        if final and result is not None:
+            run.results[method] = result
+            run.shown[method] = panel(method, TITLES[method], result)
+            self._cache[method] = (_cache_key(method, run.request, run.generation), result)
+        return result
+
+    def _reuse(self, method: str, run: _Run) -> Explanation | None:
+        """The last result of ``method`` if the parameters it depends on are unchanged (same seed: same result)."""
+        key, result = self._cache.get(method, (None, None))
+        return result if key == _cache_key(method, run.request, run.generation) else None
+
+    def _once(self, method: str, run: _Run) -> Explanation:
+        """A one-pass method's explanation (Grad-CAM, GradientSHAP), or its last one if it can be reused."""
+        reused = self._reuse(method, run)
+        if reused is not None:
+            return reused
+        common = {"output": self._fixed["output"], "target": run.request["target"], "image": self._display}
         if method == "grad_cam":
             from ..cam import grad_cam
 
             if self._layer is None:
                 raise ValueError("the model has no spatial layer for Grad-CAM")
-            return grad_cam(self._adapter, self._x, layer=self._layer, output=fixed["output"], **common)
-        if method == "gradient_shap":
-            from ..gradients import gradient_shap
+            return grad_cam(self._adapter, self._x, layer=self._layer, **common)
+        from ..gradients import gradient_shap
 
-            return gradient_shap(
-                self._adapter,
-                self._x,
-                background=self._background,
-                n_samples=self._fixed["gradient_samples"],
-                check_cancel=context.check_cancel,
-                **fixed,
-                **common,
-            )
-        if method == "lime":
+        return gradient_shap(
+            self._adapter,
+            self._x,
+            background=self._background,
+            n_samples=self._fixed["gradient_samples"],
+            check_cancel=run.context.check_cancel,
+            seed=self._fixed["seed"],
+            **common,
+        )
+
+    def _streams(self, run: _Run) -> dict[str, _Stream]:
+        """LIME's and KernelSHAP's progressive runs, on the same superpixels; a result that can be reused is
+        shown at once instead, and a failure to cut the superpixels fails both panels."""
+        missing = [m for m in _SAMPLING if self._settle(run, m, lambda m=m: self._reuse(m, run)) is None]
+        if not missing:
+            return {}
+        run.show()
+        try:
+            segments = self._superpixels(run.request)
+        except Exception as error:
+            logger.exception("cutting the superpixels failed in the Explorer")
+            for method in missing:
+                run.fail(method, describe_error(error))
+            return {}
+        common = {
+            "segments": segments,
+            "n_samples": run.request["n_samples"],
+            "target": run.request["target"],
+            "image": self._display,
+            "seed": self._fixed["seed"],
+            "output": self._fixed["output"],
+            "check_cancel": run.context.check_cancel,
+        }
+        streams: dict[str, _Stream] = {}
+        if "lime" in missing:
             from ..lime import iter_lime
 
-            results = iter_lime(
-                self._adapter,
-                self._x,
-                n_segments=request["n_segments"],
-                n_samples=request["n_samples"],
-                check_cancel=context.check_cancel,
-                **fixed,
-                **common,
-            )
-        else:
+            streams["lime"] = _Stream(iter_lime(self._adapter, self._x, **common), self._adapter)
+        if "kernel_shap" in missing:
             from ..shap import iter_kernel_shap
 
-            lime_segments = done["lime"].segments if "lime" in done else None  # the same superpixels as LIME
-            results = iter_kernel_shap(
-                self._adapter,
-                self._x,
-                background=self._background,
-                n_segments=request["n_segments"],
-                segments=lime_segments,
-                n_samples=request["n_samples"],
-                background_size=min(self._fixed["background_size"], len(self._background)),
-                check_cancel=context.check_cancel,
-                **fixed,
-                **common,
+            size = run.request["background_size"]
+            shap = iter_kernel_shap(
+                self._adapter, self._x, background=self._background, background_size=size, **common
             )
+            streams["kernel_shap"] = _Stream(shap, self._adapter)
+        return streams
 
-        def draw(result: Explanation, fraction: float) -> tuple[list[Panel], float]:
-            shown[method] = panel(method, TITLES[method], result, status="partial", progress=fraction)
-            return list(shown.values()), (step + fraction) / len(_COMPUTE_ORDER)
-
-        return self._follow(context, results, draw)
+    def _superpixels(self, request: dict[str, Any]) -> torch.Tensor:
+        """The superpixels ``(H, W)`` LIME and KernelSHAP share: cut once per image and count, so a change of
+        samples, class or background keeps them."""
+        key = (request["selected"], request["n_segments"])
+        if self._segments is None or self._segments[0] != key:
+            labels, _ = image_segments(None, self._display, self._x, request["n_segments"], "slic", {})
+            self._segments = (key, labels)
+        return self._segments[1]
 
     def _show_input(self, index: int, image: WireArray | None, predictions: list[Prediction]) -> None:
         """Show image ``index`` (kernel thread); recorded here, so an update dropped by a newer request is not
@@ -278,6 +361,65 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             result.plot(ax=axes, title=False)
             axes.set_title(f"{TITLES[method]} · {result.elapsed_s * 1000:.0f} ms", fontsize=9)
         return figure
+
+
+@dataclass(eq=False)
+class _Run:
+    """One job's shared state while the four methods run: the request, the panels as shown, the final results,
+    the failures, the latest partial result of each streamed method, and how panels reach the widget."""
+
+    request: dict[str, Any]
+    generation: int
+    context: JobContext
+    shown: dict[str, Panel]
+    apply: Callable[[list[Panel], float], None]
+    results: dict[str, Explanation] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    latest: dict[str, Explanation] = field(default_factory=dict)
+
+    def show(self, *, urgent: bool = True) -> None:
+        """Send the panels as they stand, with the mean of their progress: ``urgent`` ones always, the others
+        throttled by the runner (a newer update carries newer data anyway)."""
+        snapshot = list(self.shown.values())
+        fraction = sum(entry["progress"] for entry in snapshot) / len(snapshot)
+        send = self.context.post if urgent else self.context.update
+        send(lambda: self.apply(snapshot, fraction))
+
+    def fail(self, method: str, message: str) -> None:
+        """Record ``method``'s failure and show it in its panel."""
+        self.failures[method] = message
+        self.shown[method] = panel(method, TITLES[method], status="error", note=message)
+
+
+@dataclass(eq=False)
+class _Stream:
+    """A progressive method's results, with the evaluations and time spent inside it alone: streamed side by side
+    with another method, the core's own count (the adapter's evaluations and the wall time since the call began)
+    would include the other's work."""
+
+    results: Iterator[Explanation]
+    adapter: ModelAdapter
+    n_evals: int = 0
+    elapsed_s: float = 0.0
+
+    def next(self) -> Explanation | None:
+        """The next result (None at the end), its ``n_evals`` and ``elapsed_s`` this stream's own so far."""
+        evals, began = self.adapter.n_evals, time.perf_counter()
+        result = next(self.results, None)
+        self.n_evals += self.adapter.n_evals - evals
+        self.elapsed_s += time.perf_counter() - began
+        return None if result is None else replace(result, n_evals=self.n_evals, elapsed_s=self.elapsed_s)
+
+
+def _cache_key(method: str, request: dict[str, Any], generation: int) -> tuple[Any, ...]:
+    """The parameters ``method``'s result depends on, and the widget's refresh generation: a key to reuse it by."""
+    return (generation, *(request[name] for name in _DEPENDS_ON[method]))
+
+
+def _fraction(result: Explanation) -> float:
+    """How far a progressive result is: samples done / the budget the method settled on."""
+    done, total = result.params.get("n_samples_done", 0), result.params.get("n_samples") or 0
+    return min(float(done) / float(total), 1.0) if total else 0.0
 
 
 def _as_batch(images: Any) -> torch.Tensor:
@@ -313,33 +455,3 @@ def _thumbnail(image: torch.Tensor) -> dict[str, Any]:
     wire = image_to_wire(image)
     assert wire is not None
     return dict(wire)
-
-
-def rank_correlations(
-    explanations: Sequence[Explanation | None], segments: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Spearman rank correlations ``(M, M)`` between the maps of ``M`` explanations of one image.
-
-    With ``segments`` ``(H, W)`` every map is first averaged over those superpixels
-    (:func:`livexai.metrics.segment_means`), so per-pixel and per-superpixel maps are compared on the same
-    footing; without, pixel by pixel. A constant map scores 0 (no order); a missing explanation gives a NaN row
-    and column.
-    """
-    from ..metrics import rank_correlation, segment_means
-
-    maps = [
-        None
-        if result is None
-        else result.attributions
-        if segments is None
-        else segment_means(result.attributions, segments)
-        for result in explanations
-    ]
-    count = len(maps)
-    matrix = torch.full((count, count), float("nan"), dtype=torch.float32)
-    for i, first in enumerate(maps):
-        for j in range(i, count):  # M is 4: a loop over method pairs, not over pixels
-            second = maps[j]
-            if first is not None and second is not None:
-                matrix[i, j] = matrix[j, i] = rank_correlation(first, second)
-    return matrix
