@@ -42,6 +42,7 @@ def test_the_series_is_there() -> None:
         "04_layers.ipynb",
         "05_compare_and_trust.ipynb",
         "06_your_model.ipynb",
+        "07_trust.ipynb",
     ]
 
 
