@@ -104,6 +104,13 @@ class Panel(TypedDict):
     channel_ids: NotRequired[WireArray]  # and their indices (k,)
 
 
+def sampling_progress(result: Explanation) -> float:
+    """How far a progressive result is: ``params["n_samples_done"] / params["n_samples"]`` (the budget the method
+    settled on, which KernelSHAP lowers when it can enumerate every coalition), 0 when it has no budget."""
+    done, total = result.params.get("n_samples_done", 0), result.params.get("n_samples") or 0
+    return min(float(done) / float(total), 1.0) if total else 0.0
+
+
 def top_predictions(scores: torch.Tensor, names: Sequence[str], k: int = TOP_PREDICTIONS) -> list[Prediction]:
     """The ``k`` most probable classes of scores ``(1, K)`` as ``{index, label, probability}`` (softmax of logits)."""
     probabilities = torch.softmax(scores[0].detach().float(), dim=0).to("cpu")
@@ -335,14 +342,12 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         """Stream a sampling method's partial results to the browser; return its final one.
 
         ``draw(result, fraction)`` turns a partial result into the panels to show and the widget's progress;
-        ``fraction`` is ``params["n_samples_done"] / params["n_samples"]`` (the sample budget the method settled
-        on, which KernelSHAP lowers when it can enumerate every coalition). Updates are throttled by the runner.
+        ``fraction`` is :func:`sampling_progress`. Updates are throttled by the runner.
         """
         final = None
         for final in results:
             context.check_cancel()
-            done, total = final.params.get("n_samples_done", 0), final.params.get("n_samples") or 0
-            shown, progress = draw(final, min(float(done) / float(total), 1.0) if total else 0.0)
+            shown, progress = draw(final, sampling_progress(final))
             context.update(lambda shown=shown, progress=progress: self._show_partial(shown, progress))
         context.check_cancel()
         if final is None:

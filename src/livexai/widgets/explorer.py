@@ -22,7 +22,16 @@ from .._features import image_segments
 from .._inputs import as_single_input, display_image
 from ..cam import default_layer
 from ..explanation import Explanation
-from ._base import ExplainerWidget, Panel, Prediction, WidgetOptions, panel, top_predictions
+from ..metrics import agreement
+from ._base import (
+    ExplainerWidget,
+    Panel,
+    Prediction,
+    WidgetOptions,
+    panel,
+    sampling_progress,
+    top_predictions,
+)
 from ._params import OUTPUT, SEED, Fixed, IntParam, positive_int
 from ._runner import JobContext, describe_error
 from ._serialize import WireArray, image_to_wire, to_wire
@@ -185,8 +194,6 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             raise RuntimeError(
                 "every method failed: " + "; ".join(f"{TITLES[m]}: {e}" for m, e in failures.items())
             )
-        from ..metrics import agreement
-
         segments = next((results[m].segments for m in ("lime", "kernel_shap") if m in results), None)
         maps = [results.get(method) for method in METHODS]
         matrix = agreement(maps, segments=segments) if segments is not None else agreement(maps, on="pixels")
@@ -241,7 +248,7 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
                 first = method not in run.latest
                 run.latest[method] = result
                 shown[method] = panel(
-                    method, TITLES[method], result, status="partial", progress=_fraction(result)
+                    method, TITLES[method], result, status="partial", progress=sampling_progress(result)
                 )
                 run.show(urgent=first)  # a panel's first picture is never dropped by the throttle
         return run.results, run.failures
@@ -414,12 +421,6 @@ class _Stream:
 def _cache_key(method: str, request: dict[str, Any], generation: int) -> tuple[Any, ...]:
     """The parameters ``method``'s result depends on, and the widget's refresh generation: a key to reuse it by."""
     return (generation, *(request[name] for name in _DEPENDS_ON[method]))
-
-
-def _fraction(result: Explanation) -> float:
-    """How far a progressive result is: samples done / the budget the method settled on."""
-    done, total = result.params.get("n_samples_done", 0), result.params.get("n_samples") or 0
-    return min(float(done) / float(total), 1.0) if total else 0.0
 
 
 def _as_batch(images: Any) -> torch.Tensor:
