@@ -174,3 +174,18 @@ def wait_for_change(locator: Any, before: list[int], timeout: float = 30.0) -> l
             return now
         time.sleep(0.1)
     raise AssertionError("the canvas did not change")
+
+
+def move_superpixels_and_see_a_new_map(
+    widget: Any, canvas: Any, status: Any, before: list[int], value: str
+) -> None:
+    """Set the superpixels slider to ``value`` as a person would; the kernel recomputes, the widget goes back to
+    idle, and the map on ``canvas`` (``before``: its pixels until now) changes visibly, not in a few pixels."""
+    from playwright.sync_api import expect
+
+    widget.locator(".livexai-slider-n_segments").fill(value)
+    expect(widget.locator(".livexai-number-n_segments")).to_have_value(value)
+    wait_for_change(canvas, before)
+    expect(status).to_have_text("idle", timeout=60_000)
+    changed = sum(1 for a, b in zip(before, canvas_pixels(canvas), strict=True) if a != b)
+    assert changed > 200, f"only {changed} channel values changed"
