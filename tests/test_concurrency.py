@@ -23,13 +23,16 @@ CALLS: dict[str, Callable[[nn.Module], object]] = {
     "kernel_shap": lambda m: livexai.kernel_shap(m, X, background=BACKGROUND, n_segments=6, n_samples=60),
     "grad_cam": lambda m: livexai.grad_cam(m, X, layer="4"),
     "integrated_gradients": lambda m: livexai.integrated_gradients(m, X, n_steps=16),
+    "deep_shap": lambda m: livexai.deep_shap(m, X, background=BACKGROUND, batch_size=2),
 }
 
 
-def run_together(model: nn.Module, rounds: int = 4) -> list[BaseException]:
-    """Each call of :data:`CALLS` on its own thread, all started at once, ``rounds`` times over."""
+def run_together(
+    model: nn.Module, rounds: int = 4, calls: dict[str, Callable[[nn.Module], object]] = CALLS
+) -> list[BaseException]:
+    """Each of ``calls`` on its own thread, all started at once, ``rounds`` times over."""
     errors: list[BaseException] = []
-    start = threading.Barrier(len(CALLS))
+    start = threading.Barrier(len(calls))
 
     def worker(call: Callable[[nn.Module], object]) -> None:
         try:
@@ -39,7 +42,7 @@ def run_together(model: nn.Module, rounds: int = 4) -> list[BaseException]:
         except BaseException as error:  # collected, so the test reports it
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(call,)) for call in CALLS.values()]
+    threads = [threading.Thread(target=worker, args=(call,)) for call in calls.values()]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -52,6 +55,17 @@ def test_threads_calling_methods_at_once_leave_a_training_model_unchanged() -> N
     before = snapshot(model)
     assert run_together(model) == []
     assert_unchanged(before, snapshot(model))
+
+
+def test_deep_shap_sees_only_its_own_threads_operations() -> None:
+    # DeepLIFT's operation mode is per thread: operations other threads run between its batches never enter
+    # its tape (they would misalign the reference and input passes).
+    model = awkward_model()
+    alone = livexai.deep_shap(model, X, background=BACKGROUND, batch_size=2)
+    results: list[livexai.Explanation] = []
+    calls = dict(CALLS, deep_shap=lambda m: results.append(CALLS["deep_shap"](m)))
+    assert run_together(model, rounds=1, calls=calls) == []
+    torch.testing.assert_close(results[0].attributions, alone.attributions)
 
 
 def test_a_cell_call_while_a_widget_computes_leaves_the_model_unchanged() -> None:

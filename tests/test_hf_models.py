@@ -114,6 +114,7 @@ METHODS: dict[str, Callable[[nn.Module], livexai.Explanation]] = {
     "gradient_shap": lambda m: livexai.gradient_shap(m, X, background=BACKGROUND, n_samples=8),
     "integrated_gradients": lambda m: livexai.integrated_gradients(m, X, n_steps=8),
     "saliency": lambda m: livexai.saliency(m, X),
+    "deep_shap": lambda m: livexai.deep_shap(m, X, background=BACKGROUND),
 }
 
 
@@ -126,6 +127,17 @@ def test_every_method_gives_a_readable_map_and_leaves_the_model_as_it_was(name: 
     activations = livexai.activations(model, X, layer=livexai.default_layer(model, X))
     assert activations.maps.ndim == 3 and activations.maps.shape[1] > 1
     assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_deep_shap_sums_exactly_through_attention_norms_and_gelu_with_no_operation_left_out(
+    name: str,
+) -> None:
+    model = build(name)
+    explanation = livexai.deep_shap(model, X, background=BACKGROUND)
+    assert explanation.params["unsupported"] == []
+    assert abs(explanation.params["delta"]) <= 1e-4 * (1 + abs(explanation.prediction))
+    assert abs(explanation.prediction - explanation.base_value) > 1e-3
 
 
 @pytest.mark.parametrize("name", list(MODELS))

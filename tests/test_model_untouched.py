@@ -50,6 +50,8 @@ METHODS: dict[str, Callable[[nn.Module], object]] = {
     "saliency": lambda m: livexai.saliency(m, X, smooth_samples=4),
     "integrated_gradients": lambda m: livexai.integrated_gradients(m, X, n_steps=8),
     "gradient_shap": lambda m: livexai.gradient_shap(m, X, background=BACKGROUND, n_samples=8),
+    "deeplift": lambda m: livexai.deeplift(m, X, baseline="blur"),
+    "deep_shap": lambda m: livexai.deep_shap(m, X, background=BACKGROUND),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
 from .cam import default_layer, grad_cam
+from .deep import deep_shap, deeplift
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
@@ -57,6 +58,8 @@ __all__ = [
     "activations",
     "agreement",
     "count_segments",
+    "deep_shap",
+    "deeplift",
     "default_layer",
     "deletion",
     "energy_pointing_game",

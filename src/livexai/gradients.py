@@ -139,7 +139,7 @@ def _finish(call_: PreparedCall, per_channel: torch.Tensor, reduce: str) -> torc
     return per_channel.amax(dim=0) if reduce == "max" else per_channel.sum(dim=0)
 
 
-def _check_batch_size(batch_size: int | None) -> int | None:
+def check_batch_size(batch_size: int | None) -> int | None:
     return None if batch_size is None else check_int("batch_size", batch_size, 1)
 
 
@@ -190,7 +190,7 @@ def saliency(
         call_.target,
         input_shape=shape,
         absolute=abs,
-        batch_size=_check_batch_size(batch_size),
+        batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
     )
     attributions = _finish(call_, grads, "max" if abs else "sum")
@@ -285,7 +285,7 @@ def integrated_gradients(
         make_batch,
         call_.target,
         input_shape=tuple(x1.shape[1:]),
-        batch_size=_check_batch_size(batch_size),
+        batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
     )
     per_channel = difference[0] * path_integral
@@ -305,7 +305,7 @@ def integrated_gradients(
 
 
 # -- GradientSHAP ------------------------------------------------------------------------------------------------
-def _as_background(background: object, x: torch.Tensor) -> torch.Tensor:
+def as_background(background: object, x: torch.Tensor) -> torch.Tensor:
     """``background`` as ``(B, ...)`` rows shaped like ``x``'s items, on ``x``'s device and dtype."""
     if not isinstance(background, torch.Tensor):
         raise TypeError(
@@ -353,7 +353,7 @@ def gradient_shap(
     seed = check_int("seed", seed, 0)
     call_ = prepare(model, x, target=target, output=output, image=image)
     x1 = call_.x
-    rows = _as_background(background, x1)
+    rows = as_background(background, x1)
     shape = tuple(x1.shape[1:])
     view = (-1,) + (1,) * len(shape)
     # Indices and alphas are tiny: drawn once on the CPU, so a seed gives the same draws on every device.
@@ -375,7 +375,7 @@ def gradient_shap(
         make_batch,
         call_.target,
         input_shape=shape,
-        batch_size=_check_batch_size(batch_size),
+        batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
     )
     base_value = float(_score_of(call_.adapter, rows, call_.target).mean())

@@ -1,0 +1,199 @@
+"""DeepLIFT (Shrikumar et al., 2017) and DeepSHAP (Lundberg & Lee, 2017) for any PyTorch model.
+
+DeepLIFT explains ``f(x) - f(r)`` for a reference input ``r``: each input feature gets ``(x - r) * m``, where the
+multipliers ``m`` are back-propagated like gradients except that every non-linear operation contributes
+``Δoutput / Δinput`` (the *rescale* rule) instead of its derivative. The attributions then sum exactly to
+``f(x) - f(r)``. DeepSHAP averages DeepLIFT over a background set of references, as shap's DeepExplainer does,
+and approximates SHAP values with ``E[f(background)]`` as the base value.
+
+The rules act on torch *operations*, seen through a ``TorchFunctionMode`` (:mod:`._deep_rules`), not on modules,
+so the usual failures of hook-based implementations (a ReLU module used twice, ``nn.ReLU(inplace=True)``,
+``F.relu``, modules built inside ``forward``, ``out += identity``) do not arise. ``params["delta"]`` reports the
+summation gap: about float rounding for networks built from supported operations; anything else is named in a
+warning and in ``params["unsupported"]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._adapter import Model, OutputSpace
+from ._call import PreparedCall, prepare
+from ._deep_rules import InputPass, ReferencePass, Tape
+from ._features import image_fill, row_fill
+from ._inputs import check_int
+from .explanation import Explanation
+from .gradients import as_background, check_batch_size
+
+__all__ = ["deep_shap", "deeplift"]
+
+
+@dataclass
+class DeepResult:
+    """What one DeepLIFT run over a set of references gives for each requested target."""
+
+    per_channel: torch.Tensor  # (T, *input_shape): mean over references of (x - r) * multipliers
+    reference_scores: torch.Tensor  # (T,): mean model output over the references
+    unsupported: set[str]
+
+
+def deep_attributions(
+    call_: PreparedCall,
+    references: torch.Tensor,
+    targets: Sequence[int],
+    *,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> DeepResult:
+    """DeepLIFT of ``call_.x`` against each of ``references`` ``(B, ...)``, averaged, for every target at once.
+
+    References go through the model in batches: one recorded forward pass on the references without autograd,
+    one replayed pass on copies of ``x`` with autograd, then one backward pass per target over the same graph.
+    """
+    adapter, x1 = call_.adapter, call_.x
+    if isinstance(adapter.model, torch.jit.ScriptModule):
+        raise TypeError(
+            "deeplift and deep_shap need an eager PyTorch model: TorchScript runs its operations where torch's "
+            "function overrides cannot see them; pass the module before torch.jit.script/trace"
+        )
+    shape = tuple(x1.shape[1:])
+    accumulate = torch.promote_types(adapter.dtype, torch.float32)
+    totals = torch.zeros((len(targets), *shape), device=adapter.device, dtype=accumulate)
+    reference_totals = torch.zeros(len(targets), device=adapter.device, dtype=accumulate)
+    unsupported: set[str] = set()
+    target_index = torch.as_tensor(list(targets), device=adapter.device)
+
+    def step(start: int, stop: int, layout: torch.memory_format) -> None:
+        refs = references[start:stop].contiguous(memory_format=layout)
+        tape: Tape = []
+        with torch.no_grad(), ReferencePass(tape):
+            reference_scores = adapter.forward(refs)
+        leaf = x1.expand(stop - start, *shape).contiguous(memory_format=layout).requires_grad_(True)
+        replay = InputPass(tape)
+        with replay:
+            scores = adapter.forward(leaf.clone())  # a copy: a model may change its input in place
+        replay.finish()
+        unsupported.update(replay.unsupported)
+        if not scores.requires_grad:
+            raise ValueError(
+                "the model's output does not depend on its input through autograd (it detaches, converts to numpy "
+                "or runs under no_grad); DeepLIFT needs a differentiable model: use lime or kernel_shap instead"
+            )
+        difference = leaf.detach() - refs
+        for i, target in enumerate(targets):
+            (multipliers,) = torch.autograd.grad(
+                scores[:, target].sum(), leaf, retain_graph=i < len(targets) - 1, allow_unused=True
+            )
+            if multipliers is not None:
+                totals[i] += (difference * multipliers).sum(dim=0)
+        reference_totals.add_(reference_scores.detach()[:, target_index].sum(dim=0))
+
+    with adapter.session(), torch.enable_grad():
+        adapter.run_batched(
+            references.shape[0],
+            step,
+            input_shape=shape,
+            purpose="deeplift",
+            batch_size=batch_size,
+            check_cancel=check_cancel,
+        )
+    n = references.shape[0]
+    return DeepResult(totals / n, reference_totals / n, unsupported)
+
+
+def _finish(
+    call_: PreparedCall, method: str, result: DeepResult, params: dict[str, Any], base_value: float
+) -> Explanation:
+    """Package one target's result: channels summed for images, the completeness gap, unsupported operations."""
+    per_channel = result.per_channel[0]
+    attributions = per_channel.sum(dim=0) if call_.kind == "image" else per_channel
+    delta = float(per_channel.sum()) - (call_.prediction - base_value)
+    if result.unsupported:
+        names = ", ".join(sorted(result.unsupported))
+        warnings.warn(
+            f"{method}: no DeepLIFT rule for {names}; their gradient was used instead, so the attributions need "
+            f"not sum to f(x) - f(reference): the gap is params['delta'] = {delta:.3g}",
+            stacklevel=3,
+        )
+    params = {
+        **params,
+        "delta": delta,
+        "unsupported": sorted(result.unsupported),
+        "per_channel": per_channel.detach().to("cpu", torch.float32),
+    }
+    return call_.explanation(method, attributions, params, base_value=base_value)
+
+
+def _reference(call_: PreparedCall, baseline: object) -> torch.Tensor:
+    """DeepLIFT's single reference ``(1, ...)``: ``"zero"``, ``"blur"``, ``"mean"`` (images), a number or a tensor."""
+    if call_.kind == "image":
+        return image_fill(call_.x, baseline)
+    return row_fill(call_.x, baseline)
+
+
+def deeplift(
+    model: Model,
+    x: torch.Tensor,
+    *,
+    baseline: Any = "zero",
+    target: int | None = None,
+    output: OutputSpace = "logits",
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> Explanation:
+    """DeepLIFT with the rescale rule: attributions that sum to ``f(x) - f(baseline)``.
+
+    ``baseline`` is the reference input: ``"zero"`` (the mean image for normalised inputs), ``"blur"`` (a
+    Gaussian blur of ``x``: removes detail, keeps colour), ``"mean"`` (each channel's mean), a number, or a tensor
+    shaped like ``x``. Attributions are ``(H, W)`` for an image (channels summed; ``params["per_channel"]`` keeps
+    ``(C, H, W)``), ``(F,)`` for a row; ``base_value`` is ``f(baseline)``; ``params["delta"]`` the summation gap.
+    """
+    call_ = prepare(model, x, target=target, output=output, image=image)
+    reference = _reference(call_, baseline)
+    result = deep_attributions(
+        call_, reference, [call_.target], batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+    )
+    kind = baseline if isinstance(baseline, str) else type(baseline).__name__
+    params = {"baseline": kind}
+    return _finish(call_, "deeplift", result, params, float(result.reference_scores[0]))
+
+
+def deep_shap(
+    model: Model,
+    x: torch.Tensor,
+    *,
+    background: torch.Tensor,
+    background_size: int | None = None,
+    target: int | None = None,
+    output: OutputSpace = "logits",
+    seed: int = 0,
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> Explanation:
+    """DeepSHAP: DeepLIFT averaged over background references (shap's ``DeepExplainer``).
+
+    ``background`` is ``(B, ...)`` reference inputs shaped like ``x`` (a sample of training data); with
+    ``background_size`` a random subset of that many rows (drawn with ``seed``) is used. The attributions sum to
+    ``f(x) - E[f(background)]`` (``base_value`` is that mean); ``params["delta"]`` is the gap. Images give ``(H, W)``
+    maps (``params["per_channel"]`` keeps ``(C, H, W)``), rows ``(F,)``.
+    """
+    seed = check_int("seed", seed, 0)
+    call_ = prepare(model, x, target=target, output=output, image=image)
+    rows = as_background(background, call_.x)
+    if background_size is not None:
+        size = check_int("background_size", background_size, 1)
+        if size < rows.shape[0]:
+            generator = torch.Generator().manual_seed(seed)
+            rows = rows[torch.randperm(rows.shape[0], generator=generator)[:size].to(rows.device)]
+    result = deep_attributions(
+        call_, rows, [call_.target], batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+    )
+    params = {"background_size": int(rows.shape[0]), "seed": seed}
+    return _finish(call_, "deep_shap", result, params, float(result.reference_scores[0]))
