@@ -333,3 +333,29 @@ def test_channels_last_model_and_probabilities_still_sum() -> None:
     explanation = livexai.deep_shap(model, x, background=background, output="probs")
     assert abs(explanation.params["delta"]) <= gap_allowed(explanation)
     assert 0 <= explanation.prediction <= 1
+
+
+# -- in the widget -----------------------------------------------------------------------------------------------
+def test_shap_widget_deep_matches_deep_shap_on_the_rows_the_slider_keeps() -> None:
+    from livexai._features import subsample_indices
+    from livexai.widgets import ShapWidget
+
+    model, x, background = CASES["reused in-place ReLU module"]
+    widget = ShapWidget(model, x, background=background, method="deep", background_size=3)
+    try:
+        explanation = widget.wait(30)
+        assert widget.status == "idle", widget.error
+        assert widget.title == "DeepSHAP"
+        assert [c["name"] for c in widget.controls] == ["method", "background_size"]  # nothing to sample
+        kept = background[subsample_indices(5, 3, 0)]
+        torch.testing.assert_close(
+            explanation.attributions, livexai.deep_shap(model, x, background=kept).attributions
+        )
+        assert "gap" in widget.panels[0]["note"]
+        widget.set_state({"background_size": 5})
+        widened = widget.wait(30)
+        torch.testing.assert_close(
+            widened.attributions, livexai.deep_shap(model, x, background=background).attributions
+        )
+    finally:
+        widget.close()

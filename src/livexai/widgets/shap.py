@@ -1,4 +1,5 @@
-"""``ShapWidget``: KernelSHAP over superpixels or GradientSHAP over pixels, with the background size as a control."""
+"""``ShapWidget``: KernelSHAP over superpixels, GradientSHAP or DeepSHAP over pixels, with the background size as a
+control."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from ._base import ExplainerWidget, WidgetOptions, panel
 from ._params import OUTPUT, SEED, ChoiceParam, Fixed, IntParam
 from ._runner import JobContext
 
-METHODS: tuple[str, ...] = ("kernel", "gradient")
-TITLES = {"kernel": "KernelSHAP", "gradient": "GradientSHAP"}
+METHODS: tuple[str, ...] = ("kernel", "gradient", "deep")
+TITLES = {"kernel": "KernelSHAP", "gradient": "GradientSHAP", "deep": "DeepSHAP"}
 # Samples by default: KernelSHAP coalitions (each one model evaluation per background row used) and
 # GradientSHAP draws (one forward and backward pass each); switching method swaps an untouched default.
+# DeepSHAP does not sample: its cost is the background size.
 DEFAULT_SAMPLES = {"kernel": 1000, "gradient": 50}
 # Background rows used by default (at most the set's size): every KernelSHAP coalition is evaluated once per
-# row, so it keeps few; a GradientSHAP draw costs the same whatever the set's size, so it keeps more.
-DEFAULT_BACKGROUND_SIZE = {"kernel": 10, "gradient": 50}
+# row, so it keeps few; a GradientSHAP draw costs the same whatever the set's size, so it keeps more; DeepSHAP
+# costs a forward and a backward pass per row.
+DEFAULT_BACKGROUND_SIZE = {"kernel": 10, "gradient": 50, "deep": 16}
 
 
 class ShapOptions(WidgetOptions, total=False):
@@ -44,8 +47,9 @@ class ShapWidget(ExplainerWidget[Explanation]):
     ``(B, C, H, W)`` of model-ready images that stand for "feature absent". ``method="kernel"`` explains
     superpixels with :func:`livexai.kernel_shap` (controls: ``n_segments``, ``n_samples``, ``background_size``);
     ``method="gradient"`` explains pixels with :func:`livexai.gradient_shap` (``n_samples`` draws over
-    ``background_size`` background rows, the seeded subset KernelSHAP would use). ``seed`` and ``output`` are
-    fixed at creation.
+    ``background_size`` background rows, the seeded subset KernelSHAP would use); ``method="deep"`` with
+    :func:`livexai.deep_shap` over the same rows (exact: its note shows the summation gap). ``seed`` and
+    ``output`` are fixed at creation.
     """
 
     FIXED: ClassVar[dict[str, Fixed]] = {"seed": SEED, "output": OUTPUT}
@@ -56,7 +60,14 @@ class ShapWidget(ExplainerWidget[Explanation]):
     n_segments = IntParam(
         50, "superpixels", low=2, high=5000, ui=(4, 200, 1), shown=lambda widget: widget.method == "kernel"
     )
-    n_samples = IntParam(DEFAULT_SAMPLES["kernel"], "samples", low=1, high=100_000, ui=(10, 5000, 10))
+    n_samples = IntParam(
+        DEFAULT_SAMPLES["kernel"],
+        "samples",
+        low=1,
+        high=100_000,
+        ui=(10, 5000, 10),
+        shown=lambda widget: widget.method in DEFAULT_SAMPLES,
+    )
     background_size = IntParam(1, "background rows", low=1, high=lambda widget: len(widget._background))
 
     def __init__(
@@ -66,7 +77,7 @@ class ShapWidget(ExplainerWidget[Explanation]):
         method = options.get("method", "kernel")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        options.setdefault("n_samples", DEFAULT_SAMPLES[method])
+        options.setdefault("n_samples", DEFAULT_SAMPLES.get(method, DEFAULT_SAMPLES["kernel"]))
         options.setdefault("background_size", min(len(self._background), DEFAULT_BACKGROUND_SIZE[method]))
         super().__init__(model, x, **options)
         self.title = TITLES[self.method]
@@ -74,18 +85,18 @@ class ShapWidget(ExplainerWidget[Explanation]):
     def _on_param_change(self, change: dict[str, Any]) -> None:
         if change["name"] == "method" and self._ready:
             self.title = TITLES[change["new"]]
-            if self.n_samples == DEFAULT_SAMPLES[change["old"]]:
+            untouched = self.n_samples == DEFAULT_SAMPLES.get(change["old"])
+            if untouched and change["new"] in DEFAULT_SAMPLES:
                 self.n_samples = DEFAULT_SAMPLES[change["new"]]  # the request below supersedes this one's
         super()._on_param_change(change)
 
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
         began = time.perf_counter()
         method = request["method"]
-        final = (
-            self._kernel_shap(request, context)
-            if method == "kernel"
-            else self._gradient_shap(request, context)
-        )
+        compute = {"kernel": self._kernel_shap, "gradient": self._gradient_shap, "deep": self._deep_shap}[
+            method
+        ]
+        final = compute(request, context)
         shown = [panel("shap", TITLES[method], final, note=_note(final))]
         self._post_final(context, final, shown, began=began, n_evals=final.n_evals)
 
@@ -114,16 +125,33 @@ class ShapWidget(ExplainerWidget[Explanation]):
             ),
         )
 
-    def _gradient_shap(self, request: dict[str, Any], context: JobContext) -> Explanation:
+    def _kept_background(self, size: int) -> torch.Tensor:
+        """The same rows KernelSHAP would keep for this size and seed (nested as the slider moves)."""
         from .._features import subsample_indices
+
+        kept = subsample_indices(len(self._background), size, self._fixed["seed"])
+        return self._background[kept.to(self._background.device)]
+
+    def _deep_shap(self, request: dict[str, Any], context: JobContext) -> Explanation:
+        from ..deep import deep_shap
+
+        return deep_shap(
+            self._adapter,
+            self._x,
+            background=self._kept_background(request["background_size"]),
+            target=request["target"],
+            image=self._display,
+            check_cancel=context.check_cancel,
+            **self._fixed,
+        )
+
+    def _gradient_shap(self, request: dict[str, Any], context: JobContext) -> Explanation:
         from ..gradients import gradient_shap
 
-        # The same rows KernelSHAP would keep for this size and seed (nested as the slider moves).
-        kept = subsample_indices(len(self._background), request["background_size"], self._fixed["seed"])
         return gradient_shap(
             self._adapter,
             self._x,
-            background=self._background[kept.to(self._background.device)],
+            background=self._kept_background(request["background_size"]),
             target=request["target"],
             n_samples=request["n_samples"],
             image=self._display,
@@ -136,7 +164,7 @@ def _note(explanation: Explanation) -> str:
     """Completeness check: how far the attributions' sum is from f(x) - base value.
 
     KernelSHAP's per-superpixel weights are what add up (its pixel map repeats each weight over a superpixel);
-    GradientSHAP's pixel attributions add up themselves.
+    GradientSHAP's and DeepSHAP's pixel attributions add up themselves.
     """
     if explanation.base_value is None:
         return ""
