@@ -89,3 +89,17 @@ def test_bad_arguments_say_what_is_expected(shapes_case) -> None:
         sanity_check(lambda batch: model(batch), x, "saliency")
     with pytest.raises(TypeError, match="expected an Explanation or an"):
         sanity_check(model, x, lambda m, image, target: "a map")
+
+
+def test_iter_sanity_check_reports_each_step_and_ends_with_sanity_check(shapes_case) -> None:
+    from livexai.sanity import iter_sanity_check
+
+    model, x = shapes_case
+    reports = list(iter_sanity_check(model, x, "grad_cam"))
+    final = sanity_check(model, x, "grad_cam")
+    assert [len(report.layers) for report in reports] == list(range(1, len(final.layers) + 1))
+    assert all(report.n_layers == len(final.layers) for report in reports)
+    assert reports[-1].similarity == pytest.approx(final.similarity)
+    assert reports[-1].summary == final.summary and "passes" in final.summary
+    assert reports[2].similarity == pytest.approx(final.similarity[:3])  # a partial report: the steps so far
+    assert reports[2].summary.startswith(f"grad_cam: 3 of {len(final.layers)} layers randomised so far")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,7 +118,7 @@ def as_map(value: object, name: str = "explanation") -> torch.Tensor:
     return value
 
 
-def _as_mask(mask: object, shape: torch.Size) -> torch.Tensor:
+def as_mask(mask: object, shape: torch.Size) -> torch.Tensor:
     """A ground-truth mask as an ``(H, W)`` bool tensor like the map's, neither empty nor the whole image.
 
     Both extremes make pointing meaningless: an empty mask can never be hit (one widely used implementation
@@ -163,7 +163,7 @@ def pointing_game(map_or_explanation: MapLike, mask: Any, *, tolerance: float = 
     tolerance: a map that points everywhere points nowhere.
     """
     values = as_map(map_or_explanation, "map_or_explanation")
-    target = _as_mask(mask, values.shape).to(values.device)
+    target = as_mask(mask, values.shape).to(values.device)
     tolerance = check_float("tolerance", tolerance, 0.0)
     peaks = values == values.max()
     return bool(_dilate(target, tolerance)[peaks].all())
@@ -173,7 +173,7 @@ def energy_pointing_game(map_or_explanation: MapLike, mask: Any) -> float:
     """Share of the map's positive mass inside ``mask`` ``(H, W)`` bool, in [0, 1] (Score-CAM's energy-based
     pointing game); 0 for a map with no positive value. The mask must be neither empty nor the whole image."""
     values = as_map(map_or_explanation, "map_or_explanation")
-    return mass_inside(values, _as_mask(mask, values.shape))
+    return mass_inside(values, as_mask(mask, values.shape))
 
 
 def agreement(
@@ -256,6 +256,7 @@ def deletion(
     n_steps: int = 50,
     substrate: object = "blur",
     output: OutputSpace = "probs",
+    check_cancel: Callable[[], None] | None = None,
 ) -> Curve:
     """The deletion curve: the target's score as the most important pixels are removed first.
 
@@ -275,8 +276,9 @@ def deletion(
         (Rong et al., 2022), which fills removed regions by interpolation from their borders so that the curve
         does not reward the model for noticing *where* pixels were removed (several times slower on a CPU).
     output: score ``"probs"`` (default, as in the paper) or ``"logits"``.
+    check_cancel: called between model batches; may raise :class:`livexai.Cancelled` (the widgets' runner).
     """
-    return _curve("deletion", model, x, explanation, target, n_steps, substrate, output)
+    return _curve("deletion", model, x, explanation, target, n_steps, substrate, output, check_cancel)
 
 
 def insertion(
@@ -288,11 +290,12 @@ def insertion(
     n_steps: int = 50,
     substrate: object = "blur",
     output: OutputSpace = "probs",
+    check_cancel: Callable[[], None] | None = None,
 ) -> Curve:
     """The insertion curve: the target's score as the most important pixels of ``x`` are revealed first, over
     the ``substrate`` (blurred image by default, as Petsiuk et al.). A faithful map makes the score rise fast: a
     high ``auc``. Arguments as for :func:`deletion`."""
-    return _curve("insertion", model, x, explanation, target, n_steps, substrate, output)
+    return _curve("insertion", model, x, explanation, target, n_steps, substrate, output, check_cancel)
 
 
 def _curve(
@@ -304,6 +307,7 @@ def _curve(
     n_steps: int,
     substrate: object,
     output: OutputSpace,
+    check_cancel: Callable[[], None] | None,
 ) -> Curve:
     """Both curves: order the pixels, build every step's image, score them all in one batched evaluation.
 
@@ -327,7 +331,9 @@ def _curve(
         first = rank < torch.tensor(chosen, device=rank.device)[:, None, None, None]  # the top `count` units
         return fill.apply(~first if kind == "insertion" else first, chosen)
 
-    scores = call.adapter.evaluate(len(todo), make_batch, input_shape=tuple(call.x.shape[1:]))[:, call.target]
+    scores = call.adapter.evaluate(
+        len(todo), make_batch, input_shape=tuple(call.x.shape[1:]), check_cancel=check_cancel
+    )[:, call.target]
     by_count = dict(zip(todo, scores.double().cpu().tolist(), strict=True))
     by_count[whole] = call.prediction
     fractions = torch.tensor(counts, dtype=torch.float64) / n_units

@@ -9,6 +9,7 @@ measures how similar it stays to the original one.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -51,7 +52,8 @@ class SanityReport:
     with the original one (of absolute values for ``"spearman_abs"``). ssim: per step, structural similarity of
     the min-max scaled maps. maps: per step, the ``(H, W)`` CPU map. original: the map of the model as it is.
     passed: whether the map changed materially once the model was randomised (see :data:`PASS_BELOW`).
-    summary: one line saying so.
+    summary: one line saying so. n_layers: the layers the whole check randomises (more than ``len(layers)`` in
+    the partial reports of :func:`iter_sanity_check`).
     """
 
     layers: list[str]
@@ -63,6 +65,7 @@ class SanityReport:
     summary: str
     method: str = ""
     mode: str = "cascading"
+    n_layers: int = 0
 
 
 def sanity_check(
@@ -88,6 +91,26 @@ def sanity_check(
     ``passed`` is True when the map's similarity fell below :data:`PASS_BELOW`: at the last step in cascading
     mode (the whole model random), at any step in independent mode.
     """
+    steps = iter_sanity_check(
+        model, x, method, target=target, mode=mode, seed=seed, similarity=similarity, **method_kwargs
+    )
+    return deque(steps, maxlen=1)[0]  # iter_sanity_check yields at least once or raises
+
+
+def iter_sanity_check(
+    model: nn.Module | ModelAdapter,
+    x: torch.Tensor,
+    method: str | Method,
+    *,
+    target: int | None = None,
+    mode: Literal["cascading", "independent"] = "cascading",
+    seed: int = 0,
+    similarity: Literal["spearman_abs", "spearman"] = "spearman_abs",
+    **method_kwargs: Any,
+) -> Iterator[SanityReport]:
+    """:func:`sanity_check` step by step: a report after each layer randomised (the widgets draw the strip as it
+    fills in, and stop between steps when cancelled); the last one is :func:`sanity_check`'s. A partial report
+    covers the steps done so far (``n_layers`` says how many there will be) and its verdict is provisional."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
     if similarity not in SIMILARITIES:
@@ -105,20 +128,27 @@ def sanity_check(
             "the model has no parameters to randomise; expected an nn.Module with learned weights"
         )
     steps = _cascade if mode == "cascading" else _one_at_a_time
-    maps = [_explain(explain, copied, x, target) for _ in steps(copied, layers, seed)]
-    scores = [_similarity(original, item, similarity) for item in maps]
-    passed = (scores[-1] if mode == "cascading" else min(scores)) < PASS_BELOW
-    return SanityReport(
-        layers=layers,
-        similarity=scores,
-        ssim=[ssim(original, item) for item in maps],
-        maps=maps,
-        original=original,
-        passed=passed,
-        summary=_summary(name, mode, layers, scores, passed),
-        method=name,
-        mode=mode,
-    )
+    maps: list[torch.Tensor] = []
+    scores: list[float] = []
+    similarities: list[float] = []
+    for _ in steps(copied, layers, seed):
+        maps.append(_explain(explain, copied, x, target))
+        scores.append(_similarity(original, maps[-1], similarity))
+        similarities.append(ssim(original, maps[-1]))
+        done = layers[: len(maps)]
+        passed = (scores[-1] if mode == "cascading" else min(scores)) < PASS_BELOW
+        yield SanityReport(
+            layers=done,
+            similarity=list(scores),
+            ssim=list(similarities),
+            maps=list(maps),
+            original=original,
+            passed=passed,
+            summary=_summary(name, mode, done, scores, passed, len(layers)),
+            method=name,
+            mode=mode,
+            n_layers=len(layers),
+        )
 
 
 def method_names() -> tuple[str, ...]:
@@ -254,9 +284,11 @@ def _unit_range(values: torch.Tensor) -> torch.Tensor:
     return (values - low) / (high - low) if bool(high > low) else torch.zeros_like(values)
 
 
-def _summary(name: str, mode: str, layers: list[str], scores: list[float], passed: bool) -> str:
-    """One line: the verdict and the numbers behind it."""
+def _summary(name: str, mode: str, layers: list[str], scores: list[float], passed: bool, total: int) -> str:
+    """One line: the verdict and the numbers behind it (provisional while fewer than ``total`` layers are done)."""
     final = scores[-1] if mode == "cascading" else min(scores)
+    if len(layers) < total:
+        return f"{name}: {len(layers)} of {total} layers randomised so far; similarity {final:.2f}"
     where = (
         f"randomising all {len(layers)} layers from the output down"
         if mode == "cascading"

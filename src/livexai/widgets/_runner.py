@@ -75,6 +75,7 @@ class JobContext:
         self._job = job
         self._min_interval = min_interval
         self._last_update = -float("inf")
+        self._follow_ups: list[Callable[[], None]] = []
 
     @property
     def cancelled(self) -> bool:
@@ -88,6 +89,20 @@ class JobContext:
     def post(self, apply: Callable[[], None]) -> None:
         """Apply ``apply()`` on the kernel's thread, unless the job is stale by then. Always delivered."""
         self._runner._dispatch(self._job, apply)
+
+    def then(self, follow_up: Callable[[], None]) -> None:
+        """Run ``follow_up()`` on the runner's thread once the job's work has returned, as part of the same job.
+
+        For work that must not delay the result it follows (a map's faithfulness curves after the map is
+        posted, the Explorer's agreement table before them): it is cancelled with the job, checked before each
+        follow-up, and ``wait`` waits for it. Follow-ups run in the order they were added.
+        """
+        self._follow_ups.append(follow_up)
+
+    def _run_follow_ups(self) -> None:
+        while self._follow_ups:
+            self.check_cancel()
+            self._follow_ups.pop(0)()
 
     def update(self, apply: Callable[[], None]) -> bool:
         """Post a progressive update, throttled to one per ``MIN_UPDATE_INTERVAL_S``; returns whether it was sent.
@@ -225,6 +240,7 @@ class Runner:
         context = JobContext(self, job, self.min_interval)
         try:
             job.work(context)
+            context._run_follow_ups()
         except Cancelled:
             logger.debug("job for %r cancelled", job.owner)
         except Exception as error:
