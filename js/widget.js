@@ -3,7 +3,8 @@
 //
 // The pure functions below (array decoding, colour maps, superpixel selection, overlay composition) touch no DOM
 // and are tested with `node --test js/`. `render` builds the view from one small function per section (status,
-// controls, view controls, strip, predictions, panels, correlation table), each returning its `update`.
+// controls, view controls, strip, predictions, panels with their faithfulness curves, sanity strip, correlation
+// table), each returning its `update`.
 // Everything that only changes how a result is drawn (opacity, colour map, top-k superpixels, sign filter,
 // hide-the-rest, boundaries) happens here, with no round trip to the kernel. Labels and messages are always set as
 // text (textContent), never parsed as HTML.
@@ -50,6 +51,47 @@
  * @property {number | null} target
  * @property {WireArray} [channels]
  * @property {WireArray} [channel_ids]
+ * @property {boolean} [sanity] whether the panel has a "sanity check" button (LayerWidget's Grad-CAM, Explorer)
+ * @property {Pointing} [pointing] the Explorer given ground-truth masks: does the map point at the object?
+ */
+
+/**
+ * Does a map point at the object: `_pointing()` in src/livexai/widgets/explorer.py (`Pointing` TypedDict in
+ * _base.py). `hit`: the pointing game within `tolerance` pixels; `energy`: share of the positive evidence on the
+ * object; `share`: the object's share of the image (what evidence spread evenly would score).
+ * @typedef {{ hit: boolean, energy: number, tolerance: number, share: number }} Pointing
+ */
+
+/**
+ * One map's deletion and insertion curves (the `curves` trait maps panel keys to these): `_curves()` in
+ * src/livexai/widgets/_base.py (its `Curves` TypedDict). Once "done", three (n + 1,) float32 arrays and the AUCs.
+ * @typedef {object} Curves
+ * @property {"computing" | "done" | "error"} status
+ * @property {string} note
+ * @property {WireArray} [fractions]
+ * @property {WireArray} [deletion]
+ * @property {WireArray} [insertion]
+ * @property {number} [deletion_auc]
+ * @property {number} [insertion_auc]
+ */
+
+/**
+ * A sanity check as drawn (the `sanity` trait): `_strip()` in src/livexai/widgets/_base.py (`SanityStrip`).
+ * `maps` (S, h, w) float32 is the original map then the randomisation steps shown; `layers` and `similarity` (S,)
+ * float32 go with them; `image` (h, w, 3) uint8 is drawn under them. `passed` is null until the check is complete.
+ * @typedef {object} SanityStrip
+ * @property {"computing" | "done" | "error"} status
+ * @property {string} key
+ * @property {string} title
+ * @property {string} summary
+ * @property {boolean | null} passed
+ * @property {number} done
+ * @property {number} total
+ * @property {string[]} layers
+ * @property {WireArray | null} similarity
+ * @property {WireArray | null} maps
+ * @property {WireArray | null} image
+ * @property {boolean} signed
  */
 
 /**
@@ -89,6 +131,7 @@
  * @property {(event: string, handler: () => void) => void} on
  * @property {(event: string, handler: () => void) => void} off
  * @property {() => void} save_changes
+ * @property {(content: object) => void} send a custom message to the kernel (kinds: MESSAGES)
  */
 
 // Trait names shared with Python: the synced traits of ExplainerWidget (src/livexai/widgets/_base.py), plus those
@@ -111,7 +154,12 @@ export const TRAITS = Object.freeze({
   thumbnails: "thumbnails", // Explorer
   selected: "selected", // Explorer (a parameter, drawn as the strip rather than a control)
   correlation: "correlation", // Explorer
+  curves: "curves",
+  sanity: "sanity",
 });
+
+// Kinds of the custom messages sent to the kernel (src/livexai/widgets/_base.py: SANITY_CHECK).
+export const MESSAGES = Object.freeze({ sanityCheck: "sanity_check" });
 
 // Parameter traits drawn as controls (declared in src/livexai/widgets/lime.py, shap.py, layer.py, explorer.py):
 // the kernel may change them (or refuse a value), so `render` listens to each and shows the kernel's value.
@@ -161,6 +209,9 @@ const OPACITY_STEP = 0.05; // the opacity slider's step
 const SIGNIFICANT_DIGITS = 3; // digits of the numbers on colour bars
 const PLAIN_NUMBERS = Object.freeze({ low: 1e-3, high: 1e4 }); // |values| written without an exponent
 const NO_BREAK = "\u2060"; // a word joiner: no line break here
+// The faithfulness chart under a panel, in SVG user units (it scales with the panel's width).
+const CHART = Object.freeze({ width: 200, height: 60, pad: 2 });
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 /**
  * Browser-only view state; changing it redraws without a kernel round trip.
@@ -813,6 +864,110 @@ export function statusText(status, progress) {
   return String(status || "idle");
 }
 
+/**
+ * An SVG polyline's `points` for a curve of `scores` over `fractions` (both in [0, 1] along x) in a chart of
+ * `width` x `height` with `pad` units inside its edges; y runs from 0 (bottom) to `top` (a score above it is
+ * drawn at the top). Non-finite scores are skipped.
+ * @param {ArrayLike<number>} fractions
+ * @param {ArrayLike<number>} scores
+ * @param {{ width?: number, height?: number, pad?: number, top?: number }} [options]
+ * @returns {string}
+ */
+export function curvePoints(fractions, scores, { width = CHART.width, height = CHART.height, pad = CHART.pad, top = 1 } = {}) {
+  const points = [];
+  const span = top > 0 ? top : 1;
+  for (let i = 0; i < Math.min(fractions.length, scores.length); i++) {
+    if (!Number.isFinite(scores[i]) || !Number.isFinite(fractions[i])) continue;
+    const x = pad + Math.max(0, Math.min(1, fractions[i])) * (width - 2 * pad);
+    const y = height - pad - Math.max(0, Math.min(1, scores[i] / span)) * (height - 2 * pad);
+    points.push(`${+x.toFixed(2)},${+y.toFixed(2)}`);
+  }
+  return points.join(" ");
+}
+
+/**
+ * The top of a faithfulness chart's y axis: 1 for probabilities, else the highest score (logits may exceed 1).
+ * @param {ArrayLike<number>[]} curves
+ * @returns {number}
+ */
+export function chartTop(curves) {
+  let top = 1;
+  for (const scores of curves) for (let i = 0; i < scores.length; i++) if (scores[i] > top) top = scores[i];
+  return top;
+}
+
+// What the faithfulness chart under a panel shows (its legend gives each curve's AUC).
+export const CURVES_CAPTION = "class probability as the map's top pixels are removed or revealed";
+
+/**
+ * The legend lines of a panel's faithfulness curves: each curve's AUC and which way is better.
+ * @param {Curves} curves
+ * @returns {{ deletion: string, insertion: string }}
+ */
+export function curveLegend(curves) {
+  const auc = (/** @type {number | undefined} */ value) => (Number.isFinite(value) ? Number(value).toFixed(2) : "–");
+  return {
+    deletion: `deletion AUC ${auc(curves.deletion_auc)} (lower is better)`,
+    insertion: `insertion AUC ${auc(curves.insertion_auc)} (higher is better)`,
+  };
+}
+
+/**
+ * A share as a whole percentage.
+ * @param {number} value
+ * @returns {string}
+ */
+function percent(value) {
+  return `${Math.round(value * 100)}%`;
+}
+
+/**
+ * The "points at the object" line under a panel: the pointing game's verdict and the share of the evidence on the
+ * object, with the object's share of the image beside it (what evidence spread evenly would score).
+ * @param {Pointing} pointing
+ * @returns {string}
+ */
+export function pointingText(pointing) {
+  const verdict = pointing.hit ? "points at the object" : "misses the object";
+  return `${verdict} · ${percent(pointing.energy)} of its evidence on it (object: ${percent(pointing.share)} of the image)`;
+}
+
+/**
+ * The tooltip of the "points at the object" line: how both numbers are measured.
+ * @param {Pointing} pointing
+ * @returns {string}
+ */
+export function pointingTitle(pointing) {
+  return (
+    `pointing game: the map's strongest pixel lies on the object or within ${pointing.tolerance} px of it; ` +
+    `energy: the share of the map's positive evidence on the object (${percent(pointing.share)} if spread evenly)`
+  );
+}
+
+/**
+ * The heading of the sanity strip: what is checked and how far it is.
+ * @param {SanityStrip} strip
+ * @returns {string}
+ */
+export function sanityHeading(strip) {
+  const progress = strip.status === "computing" && strip.total > 0 ? ` · ${strip.done} of ${strip.total} layers` : "";
+  const title = strip.title ? ` · ${strip.title}` : "";
+  return `sanity check${title}: the map as the model's layers are randomised, from the output down${progress}`;
+}
+
+// Under the sanity strip's heading: what the numbers under its maps are.
+export const SANITY_LEGEND =
+  "under each map: the last layer randomised, and the map's similarity to the original (1: unchanged, 0: unrelated)";
+
+/**
+ * The number under one map of the sanity strip: its Spearman similarity to the original map (of |values|).
+ * @param {number} similarity
+ * @returns {string}
+ */
+export function similarityText(similarity) {
+  return Number.isFinite(similarity) ? similarity.toFixed(2) : "–";
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // DOM helpers (used only inside render)
 // ---------------------------------------------------------------------------------------------------------------
@@ -914,13 +1069,14 @@ function putPixels(canvas, rgba, width, height) {
  * @property {Model} model
  * @property {(node: EventTarget, event: string, handler: (event: any) => void) => void} listen
  * @property {(name: string, value: unknown) => void} send
+ * @property {(content: object) => void} message send a custom message (one of MESSAGES) to the kernel
  */
 
 /** @typedef {ReturnType<typeof buildLayout>} Layout */
 
 /**
  * The view's skeleton: header (title, status, progress), error, Explorer strip, side column (controls, view
- * controls, predictions), main column (panels, channels, correlation) and the timing line.
+ * controls, predictions), main column (panels, channels, sanity strip, correlation) and the timing line.
  * @param {string} kind the widget's `kind`, for `data-kind` (what tests and styles select on)
  */
 function buildLayout(kind) {
@@ -947,13 +1103,14 @@ function buildLayout(kind) {
   const panels = element("div", "livexai-panels");
   const channels = element("div", "livexai-channels");
   const correlation = element("div", "livexai-correlation");
-  main.append(panels, channels, correlation);
+  const sanity = element("div", "livexai-sanity");
+  main.append(panels, channels, sanity, correlation);
   body.append(side, main);
   const info = element("div", "livexai-info");
   root.append(header, error, strip, body, info);
   return {
     root, title, status, progress, progressBar, error, strip, controls, viewControls, predictions, panels, channels,
-    correlation, info,
+    sanity, correlation, info,
   };
 }
 
@@ -1182,12 +1339,67 @@ function panelFigure(key) {
   const barNote = element("div", "livexai-colorbar-note");
   bar.append(barGradient, barLabels, barNote);
   const info = element("div", "livexai-panel-info");
-  figure.append(caption, canvas, bar, info);
-  return { figure, caption, canvas, barGradient, barLabels, barNote, info };
+  const pointing = element("div", "livexai-pointing");
+  const curves = element("div", "livexai-curves");
+  const sanity = interactive(element("button", "livexai-sanity-button", "sanity check"));
+  sanity.type = "button";
+  sanity.title = "randomise the model's layers from the output down and watch whether the map changes";
+  figure.append(caption, canvas, bar, info, pointing, curves, sanity);
+  return { figure, caption, canvas, barGradient, barLabels, barNote, info, pointing, curves, sanity };
 }
 
 /**
- * Draw one panel: its map over the image with the view's settings, or the bare image while there is no map yet.
+ * Fill a panel's faithfulness node: a small SVG chart of the deletion and insertion curves with a legend, or a
+ * line saying they are being computed or why they failed (nothing without curves).
+ * @param {HTMLElement} node
+ * @param {Curves | undefined} curves
+ */
+function drawCurves(node, curves) {
+  node.dataset.status = curves ? curves.status : "none";
+  if (!curves) {
+    node.replaceChildren();
+    return;
+  }
+  if (curves.status !== "done") {
+    const text = curves.status === "error" ? `faithfulness curves failed: ${curves.note}` : "faithfulness curves…";
+    node.replaceChildren(element("div", "livexai-curves-note", text));
+    return;
+  }
+  const fractions = decodeArray(curves.fractions);
+  const deletion = decodeArray(curves.deletion);
+  const insertion = decodeArray(curves.insertion);
+  if (!fractions || !deletion || !insertion) return;
+  const top = chartTop([deletion.values, insertion.values]);
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("class", "livexai-curves-chart");
+  svg.setAttribute("viewBox", `0 0 ${CHART.width} ${CHART.height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const legend = curveLegend(curves);
+  svg.setAttribute("aria-label", `${legend.deletion}; ${legend.insertion}`);
+  const frame = document.createElementNS(SVG_NS, "rect");
+  frame.setAttribute("class", "livexai-curves-frame");
+  Object.entries({ x: 0.5, y: 0.5, width: CHART.width - 1, height: CHART.height - 1 }).forEach(([k, v]) => frame.setAttribute(k, String(v)));
+  svg.append(frame);
+  for (const [kind, scores] of /** @type {Array<[string, Decoded]>} */ ([["deletion", deletion], ["insertion", insertion]])) {
+    const line = document.createElementNS(SVG_NS, "polyline");
+    line.setAttribute("class", `livexai-curve livexai-curve-${kind}`);
+    line.setAttribute("points", curvePoints(fractions.values, scores.values, { top }));
+    line.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.append(line);
+  }
+  const caption = element("div", "livexai-curves-caption", CURVES_CAPTION);
+  const rows = ["deletion", "insertion"].map((kind) => {
+    const row = element("div", `livexai-curves-legend livexai-curves-legend-${kind}`);
+    row.append(element("span", "livexai-swatch"), element("span", null, legend[/** @type {"deletion" | "insertion"} */ (kind)]));
+    return row;
+  });
+  node.replaceChildren(caption, svg, ...rows);
+}
+
+/**
+ * Draw one panel: its map over the image with the view's settings, or the bare image while there is no map yet; the
+ * "points at the object" line and the sanity button where the panel has them (its curves: `drawCurves`).
  * @param {PanelNodes} nodes
  * @param {Panel} p
  * @param {Decoded | null} image
@@ -1197,6 +1409,10 @@ function drawPanel(nodes, p, image, view) {
   nodes.caption.textContent = panelCaption(p);
   nodes.figure.dataset.status = p.status || "done";
   nodes.info.textContent = panelInfoText(p);
+  nodes.pointing.textContent = p.pointing ? pointingText(p.pointing) : "";
+  nodes.pointing.title = p.pointing ? pointingTitle(p.pointing) : "";
+  nodes.pointing.dataset.hit = p.pointing ? String(p.pointing.hit) : "";
+  nodes.sanity.hidden = !p.sanity || !p.map;
   const map = decodeArray(p.map);
   nodes.canvas.classList.toggle("livexai-empty", !map);
   if (!map) {
@@ -1228,14 +1444,21 @@ function panelsSection(ctx, layout, view) {
     const image = decodeArray(ctx.model.get(TRAITS.image));
     /** @type {Panel[]} */
     const panels = ctx.model.get(TRAITS.panels) || [];
+    /** @type {Record<string, Curves>} */
+    const curves = ctx.model.get(TRAITS.curves) || {};
     const seen = new Set();
     for (const p of panels) {
       if (!p.map && p.channels) continue; // the channel grid's panel: drawn below
       let nodes = figures.get(p.key);
-      if (!nodes) figures.set(p.key, (nodes = panelFigure(p.key)));
+      if (!nodes) {
+        const created = (nodes = panelFigure(p.key));
+        figures.set(p.key, created);
+        ctx.listen(created.sanity, "click", () => ctx.message({ kind: MESSAGES.sanityCheck, key: created.figure.dataset.key }));
+      }
       seen.add(p.key);
       if (nodes.figure.parentNode !== layout.panels) layout.panels.append(nodes.figure);
       drawPanel(nodes, p, image, view);
+      drawCurves(nodes.curves, p.status === "done" ? curves[p.key] : undefined);
     }
     for (const [key, nodes] of figures) {
       if (!seen.has(key)) {
@@ -1280,6 +1503,50 @@ function channelGrid(ctx, p) {
     }
   }
   return [largeTitle, large, grid];
+}
+
+/**
+ * The sanity check's strip: the original map and the maps after each shown randomisation step, each with its
+ * similarity to the original, and the report's one-line summary (nothing before a check is asked for).
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function sanitySection(ctx, node) {
+  return function update() {
+    /** @type {SanityStrip | null} */
+    const strip = ctx.model.get(TRAITS.sanity);
+    if (!strip) {
+      node.replaceChildren();
+      return;
+    }
+    node.dataset.status = strip.status;
+    node.dataset.passed = strip.passed === null ? "" : String(strip.passed);
+    const heading = element("div", "livexai-section-title", sanityHeading(strip));
+    const legend = element("div", "livexai-sanity-legend", SANITY_LEGEND);
+    const maps = decodeArray(strip.maps);
+    const similarity = decodeArray(strip.similarity);
+    const image = decodeArray(strip.image);
+    const row = element("div", "livexai-sanity-strip");
+    if (maps && similarity) {
+      const [count, h, w] = maps.shape;
+      for (let i = 0; i < count; i++) {
+        const map = { values: maps.values.subarray(i * h * w, (i + 1) * h * w), shape: [h, w] };
+        const drawn = mapPixels(map, { segments: null, weights: null, image, signed: strip.signed }, DEFAULT_VIEW);
+        const figure = element("figure", "livexai-sanity-step");
+        const canvas = element("canvas");
+        putPixels(canvas, drawn.rgba, drawn.width, drawn.height);
+        const layer = strip.layers[i] || "";
+        const label = element("figcaption", "livexai-sanity-layer", layer);
+        label.title = layer;
+        const score = element("div", "livexai-sanity-similarity", similarityText(similarity.values[i]));
+        figure.append(canvas, label, score);
+        row.append(figure);
+      }
+    }
+    const summary = element("div", "livexai-sanity-summary", strip.summary || (strip.status === "computing" ? "randomising…" : ""));
+    node.replaceChildren(heading, legend, row, summary);
+  };
 }
 
 // The agreement table's caption when Python sends none (explorer.py's `correlation` carries its own).
@@ -1358,6 +1625,7 @@ function render({ model, el }) {
       model.set(name, value);
       model.save_changes();
     },
+    message: (content) => model.send(content),
   };
   const view = { ...DEFAULT_VIEW };
   const layout = buildLayout(model.get(TRAITS.kind) || "");
@@ -1376,10 +1644,11 @@ function render({ model, el }) {
   const sections = [
     [[TRAITS.controls], () => controls()],
     [[TRAITS.title, TRAITS.status, TRAITS.error, TRAITS.progress, TRAITS.elapsedMs, TRAITS.nEvals], status],
-    [[TRAITS.panels, TRAITS.image, TRAITS.channel], draw],
+    [[TRAITS.panels, TRAITS.image, TRAITS.channel, TRAITS.curves], draw],
     [[TRAITS.panels, TRAITS.predictions, TRAITS.target], predictionsSection(ctx, layout.predictions)],
     [[TRAITS.thumbnails, TRAITS.selected], stripSection(ctx, layout.strip)],
     [[TRAITS.correlation], correlationSection(ctx, layout.correlation)],
+    [[TRAITS.sanity], sanitySection(ctx, layout.sanity)],
   ];
   for (const [names, update] of sections) {
     update();

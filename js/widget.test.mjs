@@ -5,9 +5,13 @@ import { test } from "node:test";
 import widget, {
   COLORMAPS,
   DTYPES,
+  MESSAGES,
   PARAMETERS,
   TRAITS,
   channelPixels,
+  chartTop,
+  curveLegend,
+  curvePoints,
   colormapCss,
   colormapLUT,
   colorbarText,
@@ -27,12 +31,16 @@ import widget, {
   panelInfoText,
   percentileOf,
   pixelMask,
+  pointingText,
+  pointingTitle,
   resolveColormap,
   robustRange,
+  sanityHeading,
   scaledBoundaries,
   segmentCount,
   selectSegments,
   shownTarget,
+  similarityText,
   statusText,
   timingText,
   upscaleNearest,
@@ -354,4 +362,47 @@ test("panel texts: caption with progress, info line with timing or state", () =>
   const map = wire(Float32Array, [1], [1, 1]);
   assert.equal(panelInfoText(panel({ map })), "computed in 12 ms (100 model evaluations)");
   assert.equal(panelInfoText(panel({ map, note: "R² 0.9" })), "computed in 12 ms (100 model evaluations) · R² 0.9");
+});
+
+test("curvePoints maps fractions and scores into the chart, y up, clipped, skipping missing scores", () => {
+  const options = { width: 100, height: 50, pad: 0, top: 1 };
+  assert.equal(curvePoints([0, 0.5, 1], [1, 0.5, 0], options), "0,0 50,25 100,50");
+  assert.equal(curvePoints([0, 1], [2, -1], options), "0,0 100,50"); // beyond the axis: drawn at its ends
+  assert.equal(curvePoints([0, 0.5, 1], [0, NaN, 1], options), "0,50 100,0");
+  assert.equal(curvePoints([0, 1], [0, 4], { ...options, top: 4 }), "0,50 100,0");
+  assert.equal(curvePoints([0, 1], [0, 1], { width: 100, height: 50, pad: 5 }), "5,45 95,5");
+});
+
+test("chartTop is 1 for probabilities and the highest score otherwise", () => {
+  assert.equal(chartTop([[0.2, 0.9], [0.1]]), 1);
+  assert.equal(chartTop([[0.2, 3.5], [-2]]), 3.5);
+});
+
+test("curveLegend says each AUC and which way is better", () => {
+  const legend = curveLegend({ status: "done", note: "", deletion_auc: 0.1234, insertion_auc: 0.9 });
+  assert.equal(legend.deletion, "deletion AUC 0.12 (lower is better)");
+  assert.equal(legend.insertion, "insertion AUC 0.90 (higher is better)");
+  assert.match(curveLegend({ status: "done", note: "" }).deletion, /AUC – /);
+});
+
+test("pointingText gives the verdict, the evidence on the object and the chance level", () => {
+  const pointing = { hit: true, energy: 0.746, tolerance: 4, share: 0.072 };
+  assert.equal(pointingText(pointing), "points at the object · 75% of its evidence on it (object: 7% of the image)");
+  assert.match(pointingText({ ...pointing, hit: false, energy: 0 }), /^misses the object · 0% /);
+  assert.match(pointingTitle(pointing), /within 4 px .* \(7% if spread evenly\)$/);
+});
+
+test("the sanity strip's texts: heading with progress, similarity under each map", () => {
+  const strip = {
+    status: "computing", key: "cam", title: "Grad-CAM", summary: "", passed: null, done: 3, total: 9, layers: [],
+    similarity: null, maps: null, image: null, signed: false,
+  };
+  assert.match(sanityHeading(strip), /^sanity check · Grad-CAM: .* · 3 of 9 layers$/);
+  assert.doesNotMatch(sanityHeading({ ...strip, status: "done", done: 9 }), /of 9 layers/);
+  assert.equal(similarityText(0.4249), "0.42");
+  assert.equal(similarityText(-0.051), "-0.05");
+  assert.equal(similarityText(NaN), "–");
+  assert.equal(MESSAGES.sanityCheck, "sanity_check");
+  assert.equal(TRAITS.curves, "curves");
+  assert.equal(TRAITS.sanity, "sanity");
 });

@@ -51,3 +51,10 @@ def test_python_and_js_trait_names_agree() -> None:
         f"synced by Python but not in js/widget.js TRAITS/PARAMETERS: {missing_in_js}; "
         f"in js/widget.js but synced by no widget: {missing_in_python}"
     )
+
+
+def test_message_kinds_agree() -> None:
+    """The custom messages the view sends (a panel's "sanity check" button) are the kinds the kernel handles."""
+    from livexai.widgets._base import SANITY_CHECK
+
+    assert js_names("MESSAGES") == {SANITY_CHECK}

@@ -14,17 +14,21 @@ import base64
 import io
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 import anywidget
 import torch
+import torch.nn.functional as F
 import traitlets
 from typing_extensions import NotRequired
 
-from .._adapter import Model, ModelAdapter
+from .._adapter import Cancelled, Model, ModelAdapter
 from .._call import prepare
+from ..explanation import Explanation
 from ._params import Control, Fixed, IntParam, params_of
 from ._runner import JobContext, Runner, describe_error, shared_runner
 from ._serialize import WireArray, image_to_wire, to_wire
@@ -32,7 +36,7 @@ from ._serialize import WireArray, image_to_wire, to_wire
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..explanation import Explanation
+    from ..sanity import SanityReport
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -44,6 +48,16 @@ TOP_PREDICTIONS = 5
 
 # Methods whose maps are signed (diverging colour map); the rest are non-negative (sequential colour map).
 SIGNED_METHODS = ("lime", "kernel_shap", "gradient_shap")
+# Steps of the deletion and insertion curves under each map: 21 points draw a curve 200 pixels wide smoothly, at
+# 2 x 20 model evaluations a map (the core's default of 50 is for reporting, not for a live view).
+CURVE_STEPS = 20
+# Message kinds the front end sends (MESSAGES in js/widget.js): a panel's "sanity check" button.
+SANITY_CHECK = "sanity_check"
+# Randomisation steps drawn in the sanity strip at most (evenly spaced, the last always among them), besides the
+# original map: a ResNet-18 has 62 layers with parameters, too many small maps to read.
+SANITY_STRIP_STEPS = 10
+# Longest side, in pixels, of the small maps and images sent for strips (the Explorer's, the sanity check's).
+SMALL_SIZE = 64
 
 
 def _static_path(name: str) -> Path:
@@ -102,6 +116,58 @@ class Panel(TypedDict):
     target: int | None
     channels: NotRequired[WireArray]  # activations only: the strongest channels (k, h, w)
     channel_ids: NotRequired[WireArray]  # and their indices (k,)
+    sanity: NotRequired[bool]  # whether the panel offers a "sanity check" button (LayerWidget, Explorer)
+    pointing: NotRequired[Pointing]  # the Explorer with ground-truth masks: does the map point at the object?
+
+
+class Pointing(TypedDict):
+    """Does a map point at the object (``Pointing`` typedef in ``js/widget.js``): :func:`livexai.pointing_game`
+    within ``tolerance`` pixels, :func:`livexai.energy_pointing_game`, and the object's share of the image (what
+    a map spread evenly would score)."""
+
+    hit: bool
+    energy: float
+    tolerance: float
+    share: float
+
+
+class Curves(TypedDict):
+    """One map's deletion and insertion curves (``Curves`` typedef in ``js/widget.js``), in probabilities.
+
+    ``status`` is "computing", "done" or "error" (``note`` says why); once done, ``fractions``, ``deletion`` and
+    ``insertion`` are ``(CURVE_STEPS + 1,)`` float32 and the AUCs are numbers.
+    """
+
+    status: str
+    note: str
+    fractions: NotRequired[WireArray]
+    deletion: NotRequired[WireArray]
+    insertion: NotRequired[WireArray]
+    deletion_auc: NotRequired[float]
+    insertion_auc: NotRequired[float]
+
+
+class SanityStrip(TypedDict):
+    """A sanity check as drawn (the ``sanity`` trait; ``SanityStrip`` typedef in ``js/widget.js``).
+
+    ``maps`` ``(S, h, w)`` float32: the original map, then up to :data:`SANITY_STRIP_STEPS` randomisation steps,
+    shrunk to :data:`SMALL_SIZE`; ``layers`` and ``similarity`` ``(S,)`` go with them (the original's is 1);
+    ``image`` ``(h, w, 3)`` uint8 is drawn under them. ``done`` of ``total`` layers are randomised; ``passed``
+    is None until the check is complete.
+    """
+
+    status: str  # "computing", "done" or "error"
+    key: str
+    title: str
+    summary: str
+    passed: bool | None
+    done: int
+    total: int
+    layers: list[str]
+    similarity: WireArray | None
+    maps: WireArray | None
+    image: WireArray | None
+    signed: bool
 
 
 def sampling_progress(result: Explanation) -> float:
@@ -174,6 +240,22 @@ class WidgetOptions(TypedDict, total=False):
     labels: Any  # class names: a list, or a dict {index: name}
     runner: Runner  # the background worker (default: the one shared by all widgets)
     target: int | None  # the class to explain (None: the top class)
+    faithfulness: bool  # draw deletion and insertion curves under each map (default True)
+
+
+@dataclass(frozen=True)
+class SanityRequest:
+    """What a widget's sanity check explains: panel ``key``'s method (a name :func:`livexai.sanity_check` knows)
+    with its keywords, on input ``x`` and display image ``image`` ``(H, W, 3)``, for class ``target``."""
+
+    key: str
+    title: str
+    method: str
+    x: torch.Tensor
+    image: torch.Tensor
+    target: int | None
+    signed: bool
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
@@ -202,6 +284,8 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
     panels = traitlets.List(traitlets.Dict()).tag(sync=True)
     predictions = traitlets.List(traitlets.Dict()).tag(sync=True)
     controls = traitlets.List(traitlets.Dict()).tag(sync=True)
+    curves = traitlets.Dict().tag(sync=True)  # panel key -> Curves
+    sanity = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)  # a SanityStrip, or None
     target = IntParam(
         None, "class", low=0, high=lambda widget: widget._n_outputs - 1, allow_none=True, drawn=False
     )
@@ -212,8 +296,14 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         # Plain attributes first: trait validation during super().__init__ already needs them.
         self._adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         self._runner: Runner = options.pop("runner", None) or shared_runner()
+        self._sanity_owner = object()  # the runner's key for sanity checks: queued beside the map's own job
+        self._faithfulness = options.pop("faithfulness", True)
+        if not isinstance(self._faithfulness, bool):
+            raise TypeError(f"faithfulness must be True or False, got {self._faithfulness!r}")
+        self._scored: weakref.WeakKeyDictionary[Explanation, Curves] = weakref.WeakKeyDictionary()
         self._ready = False
         self.explanation: ResultT | None = None
+        self.sanity_report: SanityReport | None = None
         self._fixed = self._take_fixed(options)
         self._set_input(x, image, labels)
         super().__init__(
@@ -223,6 +313,7 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         )
         self.controls = self._controls()
         self.observe(self._on_param_change, names=list(self.parameter_names()))
+        self.on_msg(self._on_message)
         self._ready = True
         self.refresh()
 
@@ -237,7 +328,9 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         fixed = {name: spec.check(name, options.pop(name, spec.default)) for name, spec in self.FIXED.items()}
         unknown = sorted(set(options) - set(self.parameter_names()))
         if unknown:
-            accepted = sorted({*self.parameter_names(), *self.FIXED, "image", "labels", "runner"})
+            accepted = sorted(
+                {*self.parameter_names(), *self.FIXED, "image", "labels", "runner", "faithfulness"}
+            )
             raise TypeError(
                 f"{type(self).__name__} got unexpected keyword arguments {unknown}; expected {accepted}"
             )
@@ -292,10 +385,14 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
     def refresh(self) -> None:
         """Recompute with the current parameters (stale work for this widget is cancelled)."""
         request = self.parameters()
+        self._runner.cancel(self._sanity_owner)  # a check of the map as it was: stale
+        self.sanity_report = None
         with self.hold_sync():  # one message: no "computing 100%" flash from the last run's progress
             self.error = ""
             self.status = "computing"
             self.progress = 0.0
+            self.curves = {}
+            self.sanity = None
         self._runner.submit(self, lambda context: self._compute(request, context), on_error=self._fail)
 
     def _compute(self, request: dict[str, Any], context: JobContext) -> None:
@@ -326,6 +423,110 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         context.check_cancel()
         elapsed_ms = (time.perf_counter() - began) * 1000.0
         context.post(lambda: self._finish(result, panels, elapsed_ms=elapsed_ms, n_evals=n_evals))
+        maps = _final_maps(result, panels)
+        if self._faithfulness and maps:
+            context.then(lambda: self._score(maps, context))
+
+    # -- faithfulness curves -------------------------------------------------------------------------------------
+    def _score(self, maps: dict[str, Explanation], context: JobContext) -> None:
+        """Deletion and insertion curves of each final map (runner thread, after the maps are shown), each sent
+        as soon as it is computed; a map kept from an earlier job keeps its curves."""
+        shown: dict[str, Curves] = {key: {"status": "computing", "note": ""} for key in maps}
+        context.post(lambda snapshot=dict(shown): setattr(self, "curves", snapshot))
+        for key, explanation in maps.items():
+            entry = self._scored.get(explanation)
+            if entry is None:
+                entry = self._scored[explanation] = self._curves(explanation, context)
+            shown[key] = entry
+            context.post(lambda snapshot=dict(shown): setattr(self, "curves", snapshot))
+
+    def _curves(self, explanation: Explanation, context: JobContext) -> Curves:
+        """:func:`livexai.deletion` and :func:`livexai.insertion` of one map with :data:`CURVE_STEPS` steps; a
+        failure is the entry's note (the map itself stays shown)."""
+        from ..metrics import deletion, insertion
+
+        options: dict[str, Any] = {"n_steps": CURVE_STEPS, "check_cancel": context.check_cancel}
+        try:
+            down = deletion(self._adapter, self._x, explanation, **options)
+            up = insertion(self._adapter, self._x, explanation, **options)
+        except Cancelled:
+            raise
+        except Exception as error:
+            logger.exception("the faithfulness curves failed")
+            return {"status": "error", "note": describe_error(error)}
+        return {
+            "status": "done",
+            "note": "",
+            "fractions": to_wire(down.fractions, "float32"),
+            "deletion": to_wire(down.scores, "float32"),
+            "insertion": to_wire(up.scores, "float32"),
+            "deletion_auc": round(down.auc, 4),
+            "insertion_auc": round(up.auc, 4),
+        }
+
+    # -- sanity check --------------------------------------------------------------------------------------------
+    def _sanity_request(self, key: str | None) -> SanityRequest:
+        """What the sanity check of panel ``key`` (None: the widget's main map) explains; widgets that offer the
+        check override this."""
+        raise ValueError(f"{type(self).__name__} has no sanity check; LayerWidget and Explorer have one")
+
+    def sanity_check(self, key: str | None = None) -> None:
+        """Run the cascading model-randomisation check (:func:`livexai.sanity_check`) of panel ``key``'s method
+        in the background (None: the widget's main map). The view draws the maps degrading layer by layer as
+        they come; :attr:`sanity_report` holds the final :class:`~livexai.sanity.SanityReport`, and ``wait()``
+        waits for it. A parameter change cancels it: the check is of the map as it was."""
+        request = self._sanity_request(key)
+        self.sanity_report = None
+        self.sanity = _strip(request)
+        self._runner.submit(
+            self._sanity_owner,
+            lambda context: self._run_sanity(request, context),
+            on_error=lambda error: self._sanity_failed(request, error),
+        )
+
+    def _run_sanity(self, request: SanityRequest, context: JobContext) -> None:
+        """The check, step by step (runner thread); the strip is updated as steps come (throttled)."""
+        from ..sanity import iter_sanity_check
+
+        steps = iter_sanity_check(
+            self._adapter,
+            request.x,
+            request.method,
+            target=request.target,
+            mode="cascading",
+            **request.kwargs,
+        )
+        report = None
+        for report in steps:
+            context.check_cancel()
+            strip = _strip(request, report)
+            context.update(lambda strip=strip: setattr(self, "sanity", strip))
+        context.check_cancel()
+        assert report is not None  # iter_sanity_check yields at least once or raises
+        final, strip = report, _strip(request, report)
+        context.post(lambda: self._show_sanity(final, strip))
+
+    def _show_sanity(self, report: SanityReport, strip: SanityStrip) -> None:
+        self.sanity_report = report
+        self.sanity = strip
+
+    def _sanity_failed(self, request: SanityRequest, error: BaseException) -> None:
+        """Applied on the kernel's thread: the strip says why; the widget's maps and status are untouched."""
+        self.sanity = {**_strip(request), "status": "error", "summary": describe_error(error)}
+
+    def _on_message(self, widget: Any, content: Any, buffers: Any) -> None:
+        """Messages from the front end (kernel thread): a panel's "sanity check" button."""
+        if not isinstance(content, dict) or content.get("kind") != SANITY_CHECK:
+            return
+        try:
+            self.sanity_check(content.get("key"))
+        except Exception as error:  # a bad click must show a message, not vanish in the comm handler
+            logger.exception("starting the sanity check failed")
+            self.sanity = {
+                **_strip(None),
+                "status": "error",
+                "summary": describe_error(error),
+            }
 
     def _show_partial(self, panels: list[Panel], fraction: float) -> None:
         """Apply a progressive result (kernel thread); the panels were serialised on the runner's thread."""
@@ -359,14 +560,18 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
 
         Raises ``TimeoutError`` if the computation is still running after ``timeout`` seconds.
         """
-        if not self._runner.wait(self, timeout):
-            raise TimeoutError(f"{type(self).__name__} still computing after {timeout} s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for owner in (self, self._sanity_owner):  # the map's job (and its curves), then a sanity check
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._runner.wait(owner, remaining):
+                raise TimeoutError(f"{type(self).__name__} still computing after {timeout} s")
         return self.explanation
 
     def close(self) -> None:
         runner = getattr(self, "_runner", None)  # absent if __init__ failed before setting it
         if runner is not None:
             runner.cancel(self)
+            runner.cancel(self._sanity_owner)
         super().close()
 
     # -- static fallback -----------------------------------------------------------------------------------------
@@ -412,3 +617,69 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         target = Path(path)
         target.write_bytes(png)
         return target
+
+
+def _final_maps(result: object, panels: Sequence[Panel]) -> dict[str, Explanation]:
+    """The image maps of a final result by panel key: a single map is its one panel's; a dict (the Explorer's)
+    is keyed by panel already. Activations and tabular rows have no faithfulness curves."""
+    if isinstance(result, Explanation):
+        found = {panels[0]["key"]: result} if len(panels) == 1 else {}
+    elif isinstance(result, dict):
+        found = {key: value for key, value in result.items() if isinstance(value, Explanation)}
+    else:
+        found = {}
+    return {key: value for key, value in found.items() if value.is_image}
+
+
+def shrink(images: torch.Tensor, longest: int = SMALL_SIZE) -> torch.Tensor:
+    """Images or maps ``(N, C, H, W)`` area-averaged so the longest side is at most ``longest`` pixels (CPU)."""
+    images = images.detach().to("cpu", torch.float32)
+    height, width = images.shape[-2:]
+    scale = min(1.0, longest / max(height, width))
+    if scale == 1.0:
+        return images
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(images, size=size, mode="area")
+
+
+def strip_steps(total: int, done: int, most: int = SANITY_STRIP_STEPS) -> list[int]:
+    """The randomisation steps the sanity strip draws: at most ``most`` of ``0..total-1``, evenly spaced with the
+    last among them, of those ``done`` so far."""
+    chosen = range(total) if total <= most else {round(i * (total - 1) / (most - 1)) for i in range(most)}
+    return sorted(step for step in chosen if step < done)
+
+
+def _strip(request: SanityRequest | None, report: SanityReport | None = None) -> SanityStrip:
+    """The sanity check as drawn: empty while it starts, else the original map and the chosen steps, small."""
+    strip: SanityStrip = {
+        "status": "computing",
+        "key": request.key if request is not None else "",
+        "title": request.title if request is not None else "",
+        "summary": "",
+        "passed": None,
+        "done": 0,
+        "total": 0,
+        "layers": [],
+        "similarity": None,
+        "maps": None,
+        "image": None,
+        "signed": request.signed if request is not None else False,
+    }
+    if request is None or report is None:
+        return strip
+    complete = len(report.layers) == report.n_layers
+    steps = strip_steps(report.n_layers, len(report.layers))
+    maps = torch.stack([report.original, *(report.maps[i] for i in steps)]).float()
+    image = shrink(request.image.permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+    strip.update(
+        status="done" if complete else "computing",
+        summary=report.summary,
+        passed=report.passed if complete else None,
+        done=len(report.layers),
+        total=report.n_layers,
+        layers=["original", *(report.layers[i] for i in steps)],
+        similarity=to_wire(torch.tensor([1.0, *(report.similarity[i] for i in steps)]), "float32"),
+        maps=to_wire(shrink(maps[:, None])[:, 0], "float32"),
+        image=image_to_wire(image),
+    )
+    return strip

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 import traitlets
 from typing_extensions import Unpack
 
@@ -22,14 +21,18 @@ from .._features import image_segments
 from .._inputs import as_single_input, display_image
 from ..cam import default_layer
 from ..explanation import Explanation
-from ..metrics import agreement
+from ..metrics import agreement, as_mask, energy_pointing_game, pointing_game
 from ._base import (
+    SIGNED_METHODS,
     ExplainerWidget,
     Panel,
+    Pointing,
     Prediction,
+    SanityRequest,
     WidgetOptions,
     panel,
     sampling_progress,
+    shrink,
     top_predictions,
 )
 from ._params import OUTPUT, SEED, Fixed, IntParam, positive_int
@@ -59,7 +62,8 @@ _DEPENDS_ON = {
     "lime": ("selected", "target", "n_segments", "n_samples"),
     "kernel_shap": ("selected", "target", "n_segments", "n_samples", "background_size"),
 }
-THUMBNAIL_SIZE = 64  # pixels, longest side
+# The pointing game's tolerance: Zhang et al.'s 15 pixels at 224x224, scaled to the images' size (4 at 64x64).
+POINTING_TOLERANCE_AT_224 = 15
 # KernelSHAP's background images by default (a slider changes it): each coalition costs one evaluation per image,
 # so the old 8 made KernelSHAP 8x LIME's cost. 4 halves it and keeps more accuracy than 2 (rank correlation with
 # a 10x reference on the shapes CNN: 0.83 at 8, 0.71 at 4, 0.64 at 2); see benchmarks/RESULTS.md.
@@ -89,14 +93,18 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
     ``n_samples`` (LIME and KernelSHAP), ``background_size`` (how many of the background images KernelSHAP
     averages over, a seeded subset nested in the size; default 4: each coalition costs one evaluation per
     image), and fixed at creation ``gradient_samples`` (GradientSHAP, over the whole background), ``seed``,
-    ``output``.
+    ``output``. ``masks`` (one ``(H, W)`` bool mask of the object per image, as ``livexai.datasets.shapes``
+    returns) adds a "points at the object" line under each map: the pointing game's hit or miss (within 15 pixels
+    at 224x224, scaled to the images' size) and the share of the map's positive evidence on the object.
 
     Grad-CAM and GradientSHAP (one pass each) are painted first; LIME and KernelSHAP then stream side by side on
     the same superpixels. A method whose own parameters did not change (e.g. Grad-CAM after a superpixel move,
     LIME after a background move) keeps its last result instead of being computed again.
 
     :attr:`explanation` is a dict ``{method: Explanation}`` and :attr:`correlations` the Spearman rank
-    correlation matrix ``(4, 4)`` between the maps (NaN where a map is constant or missing).
+    correlation matrix ``(4, 4)`` between the maps (NaN where a map is constant or missing). Each map has
+    deletion and insertion curves under it (``faithfulness=False`` turns them off) and a "sanity check" button
+    (:meth:`sanity_check` with the method's key).
     """
 
     FIXED: ClassVar[dict[str, Fixed]] = {
@@ -127,10 +135,11 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
         background: torch.Tensor | None = None,
         display_images: Sequence[Any] | None = None,
         layer: str | None = None,
+        masks: torch.Tensor | Sequence[Any] | None = None,
         **options: Unpack[ExplorerOptions],
     ) -> None:
-
         self._images = _as_batch(images)
+        self._masks = None if masks is None else _check_masks(masks, self._images)
         self._display_sources = (
             list(display_images) if display_images is not None else [None] * len(self._images)
         )
@@ -268,9 +277,51 @@ class Explorer(ExplainerWidget[dict[str, Explanation]]):
             return None
         if final and result is not None:
             run.results[method] = result
-            run.shown[method] = panel(method, TITLES[method], result)
+            run.shown[method] = self._final_panel(method, result, run.request["selected"])
             self._cache[method] = (_cache_key(method, run.request, run.generation), result)
         return result
+
+    def _final_panel(self, method: str, result: Explanation, index: int) -> Panel:
+        """A final map's panel: with its sanity-check button and, given masks, whether it points at the object."""
+        entry: Panel = {**panel(method, TITLES[method], result), "sanity": True}
+        if self._masks is not None:
+            entry["pointing"] = _pointing(result, self._masks[index])
+        return entry
+
+    def _sanity_request(self, key: str | None) -> SanityRequest:
+        """The check of ``key``'s method (default Grad-CAM) on the selected image, with the current parameters."""
+        method = key or "grad_cam"
+        if method not in METHODS:
+            raise ValueError(f"unknown panel {method!r}; expected one of {', '.join(METHODS)}")
+        index = self.selected
+        x = self._images[index]
+        common = {"seed": self._fixed["seed"], "output": self._fixed["output"]}
+        kwargs: dict[str, Any] = {
+            "grad_cam": {"layer": self._layer, "output": self._fixed["output"]},
+            "gradient_shap": {
+                **common,
+                "background": self._background,
+                "n_samples": self._fixed["gradient_samples"],
+            },
+            "lime": {**common, "n_segments": self.n_segments, "n_samples": self.n_samples},
+            "kernel_shap": {
+                **common,
+                "n_segments": self.n_segments,
+                "n_samples": self.n_samples,
+                "background": self._background,
+                "background_size": self.background_size,
+            },
+        }[method]
+        return SanityRequest(
+            key=method,
+            title=TITLES[method],
+            method=method,
+            x=x,
+            image=display_image(self._display_sources[index], x[None]),
+            target=self.target,
+            signed=method in SIGNED_METHODS,
+            kwargs=kwargs,
+        )
 
     def _reuse(self, method: str, run: _Run) -> Explanation | None:
         """The last result of ``method`` if the parameters it depends on are unchanged (same seed: same result)."""
@@ -448,11 +499,42 @@ def _as_batch(images: Any) -> torch.Tensor:
 
 def _thumbnail(image: torch.Tensor) -> dict[str, Any]:
     """A small uint8 copy of a display image ``(H, W, 3)`` for the strip (area-averaged)."""
-    height, width = image.shape[:2]
-    scale = min(1.0, THUMBNAIL_SIZE / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        image = F.interpolate(image.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
-    wire = image_to_wire(image)
+    wire = image_to_wire(shrink(image.permute(2, 0, 1)[None])[0].permute(1, 2, 0))
     assert wire is not None
     return dict(wire)
+
+
+def _check_masks(masks: Any, images: torch.Tensor) -> torch.Tensor:
+    """Ground-truth masks as one bool tensor ``(N, H, W)``: one per image, each the images' size, neither empty
+    nor the whole image (the pointing game means nothing then); a clear error otherwise."""
+    if (isinstance(masks, torch.Tensor) and masks.ndim == 3) or isinstance(masks, (list, tuple)):
+        items = list(masks)
+    else:
+        shape = f" of shape {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else ""
+        raise TypeError(
+            "masks must be a tensor (N, H, W) or a list of (H, W) masks, one per image; "
+            f"got {type(masks).__name__}{shape}"
+        )
+    if len(items) != len(images):
+        raise ValueError(
+            f"masks has {len(items)} masks for {len(images)} images; give one (H, W) mask per image"
+        )
+    shape = images.shape[-2:]
+    checked = []
+    for index, mask in enumerate(items):
+        try:
+            checked.append(as_mask(mask, shape))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"masks[{index}]: {error}") from error
+    return torch.stack(checked).cpu()
+
+
+def _pointing(result: Explanation, mask: torch.Tensor) -> Pointing:
+    """Whether ``result``'s map points at the object of ``mask``, and how much of its evidence lies on it."""
+    tolerance = round(POINTING_TOLERANCE_AT_224 * max(mask.shape) / 224)
+    return {
+        "hit": pointing_game(result, mask, tolerance=tolerance),
+        "energy": round(energy_pointing_game(result, mask), 4),
+        "tolerance": float(tolerance),
+        "share": round(float(mask.float().mean()), 4),
+    }

@@ -12,7 +12,7 @@ from typing_extensions import Unpack
 from .._adapter import Model, ModelAdapter, OutputSpace
 from ..explanation import Explanation
 from ..layers import Activations
-from ._base import ExplainerWidget, Panel, WidgetOptions, panel
+from ._base import ExplainerWidget, Panel, SanityRequest, WidgetOptions, panel
 from ._params import OUTPUT, ChoiceParam, Fixed, IntParam
 from ._runner import JobContext
 from ._serialize import to_wire
@@ -41,6 +41,8 @@ class LayerWidget(ExplainerWidget[Explanation | Activations]):
     Grad-CAM is not degenerate).
     With ``method="activations"`` the ``n_channels`` strongest channels are drawn as a grid; clicking one sets
     ``channel`` and enlarges it (no recomputation). ``output`` (``"logits"``/``"probs"``) is fixed at creation.
+    The Grad-CAM map's "sanity check" button (or :meth:`sanity_check`) randomises a copy of the model layer by
+    layer and draws the map degrading.
     """
 
     FIXED: ClassVar[dict[str, Fixed]] = {"output": OUTPUT}
@@ -98,9 +100,26 @@ class LayerWidget(ExplainerWidget[Explanation | Activations]):
                 image=self._display,
                 **self._fixed,
             )
-            shown = [panel("cam", f"{TITLES[method]} · {request['layer']}", result)]
+            shown = [{**panel("cam", f"{TITLES[method]} · {request['layer']}", result), "sanity": True}]
             n_evals = result.n_evals
         self._post_final(context, result, shown, began=began, n_evals=n_evals)
+
+    def _sanity_request(self, key: str | None) -> SanityRequest:
+        """The check of the Grad-CAM map as the parameters stand (same layer, class and output space)."""
+        if self.method == "activations":
+            raise ValueError(
+                "the sanity check tests a map of the class's evidence: choose grad_cam or grad_cam++ first"
+            )
+        return SanityRequest(
+            key="cam",
+            title=f"{TITLES[self.method]} · {self.layer}",
+            method=self.method,
+            x=self._x,
+            image=self._display,
+            target=self.target,
+            signed=False,
+            kwargs={"layer": self.layer, "output": self._fixed["output"]},
+        )
 
     def _finish(
         self, explanation: Explanation | Activations, panels: list[Panel], *, elapsed_ms: float, n_evals: int
