@@ -11,9 +11,11 @@ from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
 from .cam import default_layer, grad_cam
+from .classes import explain_classes
 from .deep import deep_shap, deeplift
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
+from .grid import plot_grid
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
 from .lime import iter_lime, lime
 from .metrics import (
@@ -63,6 +65,7 @@ __all__ = [
     "default_layer",
     "deletion",
     "energy_pointing_game",
+    "explain_classes",
     "grad_cam",
     "gradient_shap",
     "insertion",
@@ -74,6 +77,7 @@ __all__ = [
     "layers",
     "lime",
     "mass_inside",
+    "plot_grid",
     "pointing_game",
     "rank_correlation",
     "saliency",

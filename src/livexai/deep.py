@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -106,34 +106,90 @@ def deep_attributions(
     return DeepResult(totals / n, reference_totals / n, unsupported)
 
 
-def _finish(
-    call_: PreparedCall, method: str, result: DeepResult, params: dict[str, Any], base_value: float
-) -> Explanation:
-    """Package one target's result: channels summed for images, the completeness gap, unsupported operations."""
-    per_channel = result.per_channel[0]
-    attributions = per_channel.sum(dim=0) if call_.kind == "image" else per_channel
-    delta = float(per_channel.sum()) - (call_.prediction - base_value)
+def deep_explanations(
+    model: Model,
+    x: torch.Tensor,
+    method: str,
+    targets: Sequence[int] | None = None,
+    *,
+    output: OutputSpace = "logits",
+    image: Any = None,
+    batch_size: int | None = None,
+    check_cancel: Callable[[], None] | None = None,
+    **options: Any,
+) -> list[Explanation]:
+    """One ``method`` explanation (``"deeplift"`` or ``"deep_shap"``) per target, from one shared computation.
+
+    The references' and the input's forward passes serve every target; each adds one backward pass. ``targets``
+    None explains the top class. ``options`` are the method's own keywords (``baseline``; ``background``,
+    ``background_size``, ``seed``).
+    """
+    call_ = prepare(model, x, target=None if not targets else targets[0], output=output, image=image)
+    n_outputs = call_.scores.shape[1]
+    for target in targets or ():
+        if not (isinstance(target, int) and 0 <= target < n_outputs):
+            raise ValueError(
+                f"target {target!r} is not an output index: the model has outputs 0..{n_outputs - 1}"
+            )
+    wanted = list(targets) if targets else [call_.target]
+    references, params = _REFERENCES[method](call_, **options)
+    result = deep_attributions(
+        call_, references, wanted, batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+    )
+    explanations = [
+        _finish(replace(call_, target=t), method, result, i, params) for i, t in enumerate(wanted)
+    ]
     if result.unsupported:
-        names = ", ".join(sorted(result.unsupported))
+        worst = max(abs(e.params["delta"]) for e in explanations)
         warnings.warn(
-            f"{method}: no DeepLIFT rule for {names}; their gradient was used instead, so the attributions need "
-            f"not sum to f(x) - f(reference): the gap is params['delta'] = {delta:.3g}",
+            f"{method}: no DeepLIFT rule for {', '.join(sorted(result.unsupported))}; their gradient was used "
+            f"instead, so the attributions need not sum to f(x) - f(reference): the gap is params['delta'] "
+            f"(up to {worst:.3g} here)",
             stacklevel=3,
         )
+    return explanations
+
+
+def _finish(
+    call_: PreparedCall, method: str, result: DeepResult, index: int, params: dict[str, Any]
+) -> Explanation:
+    """Package target ``index``'s result: channels summed for images, the completeness gap."""
+    per_channel = result.per_channel[index]
+    attributions = per_channel.sum(dim=0) if call_.kind == "image" else per_channel
+    base_value = float(result.reference_scores[index])
     params = {
         **params,
-        "delta": delta,
+        "delta": float(per_channel.sum()) - (call_.prediction - base_value),
         "unsupported": sorted(result.unsupported),
         "per_channel": per_channel.detach().to("cpu", torch.float32),
     }
     return call_.explanation(method, attributions, params, base_value=base_value)
 
 
-def _reference(call_: PreparedCall, baseline: object) -> torch.Tensor:
+def _baseline_reference(call_: PreparedCall, baseline: Any = "zero") -> tuple[torch.Tensor, dict[str, Any]]:
     """DeepLIFT's single reference ``(1, ...)``: ``"zero"``, ``"blur"``, ``"mean"`` (images), a number or a tensor."""
-    if call_.kind == "image":
-        return image_fill(call_.x, baseline)
-    return row_fill(call_.x, baseline)
+    reference = image_fill(call_.x, baseline) if call_.kind == "image" else row_fill(call_.x, baseline)
+    return reference, {"baseline": baseline if isinstance(baseline, str) else type(baseline).__name__}
+
+
+def _background_references(
+    call_: PreparedCall, background: torch.Tensor, background_size: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """DeepSHAP's references: ``background`` rows, or a seeded random subset of ``background_size`` of them."""
+    seed = check_int("seed", seed, 0)
+    rows = as_background(background, call_.x)
+    if background_size is not None:
+        size = check_int("background_size", background_size, 1)
+        if size < rows.shape[0]:
+            generator = torch.Generator().manual_seed(seed)
+            rows = rows[torch.randperm(rows.shape[0], generator=generator)[:size].to(rows.device)]
+    return rows, {"background_size": int(rows.shape[0]), "seed": seed}
+
+
+_REFERENCES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, Any]]]] = {
+    "deeplift": _baseline_reference,
+    "deep_shap": _background_references,
+}
 
 
 def deeplift(
@@ -154,14 +210,18 @@ def deeplift(
     shaped like ``x``. Attributions are ``(H, W)`` for an image (channels summed; ``params["per_channel"]`` keeps
     ``(C, H, W)``), ``(F,)`` for a row; ``base_value`` is ``f(baseline)``; ``params["delta"]`` the summation gap.
     """
-    call_ = prepare(model, x, target=target, output=output, image=image)
-    reference = _reference(call_, baseline)
-    result = deep_attributions(
-        call_, reference, [call_.target], batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+    (explanation,) = deep_explanations(
+        model,
+        x,
+        "deeplift",
+        None if target is None else [target],
+        baseline=baseline,
+        output=output,
+        image=image,
+        batch_size=batch_size,
+        check_cancel=check_cancel,
     )
-    kind = baseline if isinstance(baseline, str) else type(baseline).__name__
-    params = {"baseline": kind}
-    return _finish(call_, "deeplift", result, params, float(result.reference_scores[0]))
+    return explanation
 
 
 def deep_shap(
@@ -184,16 +244,17 @@ def deep_shap(
     ``f(x) - E[f(background)]`` (``base_value`` is that mean); ``params["delta"]`` is the gap. Images give ``(H, W)``
     maps (``params["per_channel"]`` keeps ``(C, H, W)``), rows ``(F,)``.
     """
-    seed = check_int("seed", seed, 0)
-    call_ = prepare(model, x, target=target, output=output, image=image)
-    rows = as_background(background, call_.x)
-    if background_size is not None:
-        size = check_int("background_size", background_size, 1)
-        if size < rows.shape[0]:
-            generator = torch.Generator().manual_seed(seed)
-            rows = rows[torch.randperm(rows.shape[0], generator=generator)[:size].to(rows.device)]
-    result = deep_attributions(
-        call_, rows, [call_.target], batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+    (explanation,) = deep_explanations(
+        model,
+        x,
+        "deep_shap",
+        None if target is None else [target],
+        background=background,
+        background_size=background_size,
+        seed=seed,
+        output=output,
+        image=image,
+        batch_size=batch_size,
+        check_cancel=check_cancel,
     )
-    params = {"background_size": int(rows.shape[0]), "seed": seed}
-    return _finish(call_, "deep_shap", result, params, float(result.reference_scores[0]))
+    return explanation
