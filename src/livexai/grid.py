@@ -120,14 +120,18 @@ def plot_grid(
         if image is not None:
             axes[r, 0].imshow(image)
         axes[r, 0].set_title("input" if r == 0 else "", fontsize=9)
+        top = max(e.prediction for e in row)
         for c, explanation in enumerate(row, start=1):
             ax = axes[r, c]
             if image is not None:
                 ax.imshow(image.mean(axis=-1), cmap="gray", alpha=IMAGE_ALPHA)
             ax.imshow(explanation.attributions.numpy(), cmap=colours, norm=scale)
             ax.set_title(_class_name(explanation.target, classes) if r == 0 else "", fontsize=9)
-            ax.set_xlabel(
-                f"{explanation.params.get('output', 'score')} {explanation.prediction:.3g}", fontsize=7
+            score = _SCORE_NAMES.get(explanation.params.get("output"), "score")
+            ax.set_xlabel(  # the row's best-scoring class in bold: the model's answer among these columns
+                f"{score} {explanation.prediction:.3g}",
+                fontsize=7,
+                fontweight="bold" if explanation.prediction == top else "normal",
             )
         for ax in axes[r]:
             ax.set_xticks([])
