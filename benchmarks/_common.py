@@ -41,6 +41,10 @@ SECTIONS = {
         "on a machine with a CUDA GPU.\n"
     ),
     "accuracy": "## KernelSHAP accuracy\n\nNot yet measured: run `python -m benchmarks.accuracy`.\n",
+    "deep-architectures": (
+        "## DeepSHAP on the architectures that break hook-based implementations\n\nNot yet measured: run "
+        "`python -m benchmarks.deep_peers`.\n"
+    ),
     "latency": "## Widget latency: CPU\n\nNot yet measured: run `python -m benchmarks.latency`.\n",
     "latency-explorer": (
         "## Explorer latency: CPU\n\nNot yet measured: run `python -m benchmarks.latency --only explorer`.\n"

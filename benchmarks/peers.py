@@ -19,7 +19,7 @@ import datetime as _dt
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,16 @@ from ._models import MODEL_NAMES, Case, make_case
 
 PEERS = ("captum", "shap", "lime", "grad-cam", "scikit-image")
 N_SEGMENTS = 50
+# The method groups of the table, in order; ``--groups`` runs some of them (and then writes nothing).
+GROUPS = (
+    "lime",
+    "kernel_shap",
+    "gradient_shap",
+    "deep_shap",
+    "integrated_gradients",
+    "grad_cam",
+    "segmentation",
+)
 FAKE_TORCHVISION = Path(__file__).resolve().parent / "fake_torchvision"
 
 
@@ -486,6 +496,58 @@ class Bench:
                 shap_peer,
             )
 
+    def deep_shap_rows(self) -> None:
+        for size in self.s.backgrounds:
+            generator = torch.Generator().manual_seed(size)
+            background = (torch.randn(size, *self.x.shape, generator=generator) * 0.5).to(self.device)
+            setting = f"background {size}"
+
+            def ours(background: torch.Tensor = background) -> Row:
+                deep_shap = _ours("deep").deep_shap
+                timing = self.timed_gradient(
+                    lambda: deep_shap(self.model, self.x, background=background, target=self.target)
+                )
+                gap = abs(timing.result.params["delta"])
+                return Row("", "", "", timing, evals=timing.result.n_evals, ours=True, note=f"gap {gap:.1e}")
+
+            def captum(background: torch.Tensor = background) -> Row:
+                from captum.attr import DeepLiftShap
+
+                def fn() -> Any:
+                    with quiet_peers():
+                        return DeepLiftShap(self.model).attribute(
+                            self.x[None],
+                            baselines=background,
+                            target=self.target,
+                            return_convergence_delta=True,
+                        )
+
+                timing = self.timed_gradient(fn)
+                return Row(
+                    "",
+                    "",
+                    "",
+                    timing,
+                    evals=2 * len(background),
+                    note=f"gap {float(timing.result[1].abs().max()):.1e}",
+                )
+
+            def shap_peer(background: torch.Tensor = background) -> Row:
+                import shap
+
+                def fn() -> Any:
+                    with quiet_peers():
+                        explainer = shap.DeepExplainer(self.model, background)
+                        return explainer.shap_values(self.x[None], ranked_outputs=1, check_additivity=False)
+
+                return Row("", "", "", self.timed_gradient(fn), evals=2 * len(background))
+
+            self.add("DeepSHAP", "livexai", setting, ours)
+            self.add("DeepSHAP", "Captum DeepLiftShap", setting, captum)
+            self.add(
+                "DeepSHAP", "shap DeepExplainer", setting + ", ranked_outputs=1, incl. constructor", shap_peer
+            )
+
     def integrated_gradients_rows(self) -> None:
         steps = self.s.grad_samples
 
@@ -578,14 +640,11 @@ class Bench:
         )
         self.add("Segmentation", "scikit-image quickshift", "lime's defaults", skimage_quickshift)
 
-    def run_all(self) -> list[Row]:
+    def run_all(self, groups: Sequence[str] = GROUPS) -> list[Row]:
+        """The forward floor, then each of ``groups`` (names from :data:`GROUPS`), then the floor again."""
         self.measure_floor()
-        self.lime_rows()
-        self.kernel_shap_rows()
-        self.gradient_shap_rows()
-        self.integrated_gradients_rows()
-        self.grad_cam_rows()
-        self.segmentation_rows()
+        for group in groups:
+            getattr(self, f"{group}_rows")()
         self.recheck_floor()
         return self.rows
 
@@ -620,18 +679,22 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def _comparable(row: Row) -> tuple[str, str]:
+    """Rows compared with each other: one group, and for the background methods one background size."""
+    by_background = row.group in ("GradientSHAP", "DeepSHAP")
+    return row.group, row.setting.split(",")[0] if by_background else ""
+
+
 def table(rows: list[Row], floor: Timing | None) -> str:
     """Markdown: one line per implementation; ``vs livexai`` is the peer's time over ours (> 1: we are faster)."""
     ours_by_group: dict[tuple[str, str], float] = {}
     for row in rows:
         if row.ours and row.timing is not None:
-            key = (row.group, row.setting.split(",")[0] if row.group == "GradientSHAP" else "")
-            ours_by_group[key] = row.timing.seconds
+            ours_by_group[_comparable(row)] = row.timing.seconds
     lines = []
     for row in rows:
         timing = row.timing
-        key = (row.group, row.setting.split(",")[0] if row.group == "GradientSHAP" else "")
-        ours = ours_by_group.get(key)
+        ours = ours_by_group.get(_comparable(row))
         if timing is None:
             ratio, times = "–", "–"
         else:
@@ -717,6 +780,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
     add_run_arguments(parser, "smoke run: fewer samples and repeats")
     parser.add_argument("--models", default=None, help=f"comma-separated, from {','.join(MODEL_NAMES)}")
+    parser.add_argument(
+        "--groups",
+        default=None,
+        help=f"comma-separated, from {','.join(GROUPS)}; prints only (a partial table)",
+    )
     parser.add_argument("--budget", type=int, default=None, help="evaluations per sampling method (1000)")
     parser.add_argument(
         "--max-seconds", type=float, default=None, help="stop repeating once runs add up to this (10)"
@@ -751,6 +819,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.min_runs is not None:
         settings.min_runs = args.min_runs
         settings.max_runs = max(settings.max_runs, args.min_runs)
+    groups = GROUPS
+    if args.groups:
+        groups = tuple(name.strip() for name in args.groups.split(",") if name.strip())
+        if set(groups) - set(GROUPS):
+            raise SystemExit(
+                f"unknown group(s) {sorted(set(groups) - set(GROUPS))}; expected some of {GROUPS}"
+            )
+        args.no_write = True
     torch.manual_seed(0)
     began = time.perf_counter()
     results: dict[str, tuple[Case, Bench]] = {}
@@ -758,7 +834,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name} on {device} (budget {settings.budget})", flush=True)
         case = make_case(name, device)
         bench = Bench(case, settings)
-        bench.run_all()
+        bench.run_all(groups)
         results[name] = (case, bench)
     command = command_line("peers", argv)
     seconds = time.perf_counter() - began

@@ -359,3 +359,21 @@ def test_shap_widget_deep_matches_deep_shap_on_the_rows_the_slider_keeps() -> No
         )
     finally:
         widget.close()
+
+
+def test_a_tensor_changed_in_place_after_it_was_recorded_is_still_paired_right() -> None:
+    class Overwrites(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hidden = self.linear(x)
+            gate = torch.sigmoid(hidden)  # records `hidden` by reference ...
+            hidden.mul_(2.0)  # ... which the model then overwrites
+            return hidden * gate
+
+    model = Overwrites()
+    x = torch.randn(4, generator=seeded(1))
+    explanation = livexai.deeplift(model, x, baseline=-0.5)
+    assert abs(explanation.params["delta"]) <= gap_allowed(explanation)

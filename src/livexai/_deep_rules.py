@@ -52,6 +52,7 @@ class TapeMismatch(RuntimeError):
 class _Step:
     name: str
     tensors: tuple[torch.Tensor, ...]
+    versions: tuple[int, ...]  # to notice a tensor kept by reference that the model later changed in place
 
 
 Tape = list[_Step]
@@ -88,16 +89,38 @@ def _ratio(
     change: torch.Tensor, difference: torch.Tensor, slope: torch.Tensor, tolerance: Any
 ) -> torch.Tensor:
     """``change / difference`` where the difference is larger than ``tolerance``, else ``slope``."""
-    wide = difference.abs() > tolerance
-    return torch.where(wide, change / torch.where(wide, difference, torch.ones_like(difference)), slope)
+    return torch.where(difference.abs() > tolerance, change / difference, slope)  # x/0 is never selected
 
 
-def _secant(pure: Callable, z: torch.Tensor, reference: torch.Tensor, piecewise: bool) -> torch.Tensor:
-    """The rescale multiplier ``(f(z) - f(z_ref)) / (z - z_ref)`` of an elementwise ``f``, in ``z``'s dtype."""
-    z_wide, ref_wide = _wide(z), _wide(reference)
-    (slope,) = _slopes(pure, ((z_wide + ref_wide) / 2,), z.shape)
-    change = pure(z_wide) - pure(ref_wide)
-    return _ratio(change, z_wide - ref_wide, slope, _tolerance(z_wide, ref_wide, piecewise)).to(z.dtype)
+def _secant(
+    pure: Callable,
+    z: torch.Tensor,
+    reference: torch.Tensor,
+    y: torch.Tensor,
+    piecewise: bool,
+    slope_at: Callable | None = None,
+) -> torch.Tensor:
+    """The rescale multiplier ``(f(z) - f(z_ref)) / (z - z_ref)`` of an elementwise ``f`` (``y = f(z)``).
+
+    A piecewise-linear ``f``'s ratio is exact in any precision, and where the difference is (about) zero its
+    slope at ``z`` is its slope at the midpoint; a smooth one's is taken in float64, with the midpoint slope.
+    ``slope_at(points)`` gives ``f'`` directly where known (cheaper than autograd on large activations).
+    """
+    if piecewise:
+        z_work, ref_work, change = z, reference, y - pure(reference)
+        middle = z
+    else:
+        z_work, ref_work = _wide(z), _wide(reference)
+        change = pure(z_work) - pure(ref_work)
+        middle = (z_work + ref_work) / 2
+    slope = slope_at(middle) if slope_at is not None else _slopes(pure, (middle,), z.shape)[0]
+    return _ratio(change, z_work - ref_work, slope, _tolerance(z_work, ref_work, piecewise)).to(z.dtype)
+
+
+# Derivatives known in closed form, by function name (the rest come from autograd).
+_SLOPES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": lambda t: (t > 0).to(t.dtype),
+}
 
 
 def _matching(values: Any, like: torch.Tensor) -> Any:
@@ -112,14 +135,17 @@ class _Rescale(torch.autograd.Function):
     """``y = f(z)`` for an elementwise ``f``; backward multiplies by ``(f(z) - f(z_ref)) / (z - z_ref)``."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, reference: torch.Tensor, pure: Callable, piecewise: bool) -> Any:
-        ctx.save_for_backward(_secant(pure, z, reference, piecewise))
-        return pure(z)
+    def forward(
+        ctx: Any, z: torch.Tensor, reference: torch.Tensor, pure: Callable, piecewise: bool, slope_at: Any
+    ) -> Any:
+        y = pure(z)
+        ctx.save_for_backward(_secant(pure, z, reference, y, piecewise, slope_at))
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None, None, None
+        return grad * multiplier, None, None, None, None
 
 
 class _Bilinear(torch.autograd.Function):
@@ -201,6 +227,38 @@ class _MaxLike(torch.autograd.Function):
         return multiplied, None, None, None
 
 
+def _unpool(values: torch.Tensor, indices: torch.Tensor, like: torch.Tensor, spatial: int) -> torch.Tensor:
+    """Pooled ``values`` added back at the pooling ``indices`` (flat over the last ``spatial`` dims), like ``like``."""
+    flat = like.new_zeros(like.shape).flatten(-spatial)
+    flat.scatter_add_(-1, indices.flatten(-spatial), values.flatten(-spatial))
+    return flat.view(like.shape)
+
+
+class _MaxPool(torch.autograd.Function):
+    """Max pooling with DeepLIFT's max rule, as :class:`_MaxLike`, from the pooling indices of both passes
+    (no pooling is recomputed in the backward pass). Returns the values and the input's indices."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, reference: torch.Tensor, pool: Callable, spatial: int) -> Any:
+        y, where = pool(z)
+        y_ref, where_ref = pool(reference)
+        ctx.spatial = spatial
+        ctx.save_for_backward(z - reference, y, y_ref, where, where_ref)
+        ctx.mark_non_differentiable(where)
+        return y, where
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple:
+        difference, y, y_ref, where, where_ref = ctx.saved_tensors
+        cross = torch.maximum(y, y_ref)
+
+        def spread(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+            return _unpool(values, indices, difference, ctx.spatial)
+
+        change = spread(grad * (cross - y_ref), where) + spread(grad * (y - cross), where_ref)
+        return _ratio(change, difference, spread(grad, where), _PIECEWISE_TOLERANCE), None, None, None
+
+
 class _Softmax(torch.autograd.Function):
     """Softmax (or log-softmax) over ``dim`` through its exact decomposition ``e = exp(z - c)``, ``s = Σ e``,
     ``y = e / s`` (``y = z - c - log s``), with one shift ``c`` for input and reference so that it cancels."""
@@ -243,6 +301,8 @@ class _Pass(TorchFunctionMode):
 
     recording: bool
 
+    copy = False
+
     def __init__(self, tape: Tape) -> None:
         super().__init__()
         self.tape = tape
@@ -261,10 +321,15 @@ class _Pass(TorchFunctionMode):
             self.unsupported.add(_name(func))
         return result
 
-    def references(self, name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The reference pass's values of this operation's inputs (recorded now, in the reference pass)."""
+    def references(self, name: str, *tensors: torch.Tensor, copy: bool = False) -> tuple[torch.Tensor, ...]:
+        """The reference pass's values of this operation's inputs (recorded now, in the reference pass).
+
+        The reference pass keeps them by reference (no copy) unless the operation itself overwrites its input
+        (``copy``) or the pass copies everything (see :meth:`ReferencePass.overwritten`).
+        """
         if self.recording:
-            self.tape.append(_Step(name, tuple(t.detach().clone() for t in tensors)))
+            kept = tuple(t.detach().clone() if copy or self.copy else t.detach() for t in tensors)
+            self.tape.append(_Step(name, kept, tuple(t._version for t in kept)))
             return tuple(tensors)
         step = self.tape[self.position] if self.position < len(self.tape) else None
         self.position += 1
@@ -278,9 +343,24 @@ class _Pass(TorchFunctionMode):
 
 
 class ReferencePass(_Pass):
-    """Run a forward pass on reference inputs, recording what each non-linear operation saw."""
+    """Run a forward pass on reference inputs, recording what each non-linear operation saw.
+
+    With ``copy`` every recorded tensor is copied; without, they are kept by reference, which is faster and
+    right unless the model later changes one in place: :meth:`overwritten` says so, and the pass is run again
+    with ``copy``.
+    """
 
     recording = True
+
+    def __init__(self, tape: Tape, copy: bool = False) -> None:
+        super().__init__(tape)
+        self.copy = copy
+
+    def overwritten(self) -> bool:
+        """Whether the model changed a tensor in place after this pass recorded it."""
+        return any(
+            t._version != v for step in self.tape for t, v in zip(step.tensors, step.versions, strict=True)
+        )
 
 
 class InputPass(_Pass):
@@ -349,10 +429,10 @@ def _unary(piecewise: bool, out_of_place: Callable | None = None) -> Rule:
         def pure(t: torch.Tensor) -> torch.Tensor:
             return base(t, *_matching(rest, t), **_matching(rest_kwargs, t))
 
-        (reference,) = mode.references(_name(base), z)
+        (reference,) = mode.references(_name(base), z, copy=inplace)
         if mode.recording or not z.requires_grad:
             return func(*args, **kwargs)
-        y = _Rescale.apply(z, reference, pure, piecewise)
+        y = _Rescale.apply(z, reference, pure, piecewise, _SLOPES.get(_name(base)))
         return z.copy_(y) if inplace else y
 
     return rule
@@ -377,7 +457,7 @@ def _binary(kind: str, piecewise: bool = False, out_of_place: Callable | None = 
         base = out_of_place or func
         if not _is_float_tensor(a) or not _is_float_tensor(b):
             return _one_tensor(mode, func, base, args, kwargs)
-        a_ref, b_ref = mode.references(f"{kind}:{_name(base)}", a, b)
+        a_ref, b_ref = mode.references(f"{kind}:{_name(base)}", a, b, copy=out_of_place is not None)
         if mode.recording or not (a.requires_grad or b.requires_grad):
             return func(*args, **kwargs)
         rest = args[2:]
@@ -420,6 +500,8 @@ def _max_like(largest: bool) -> Rule:
         if not _is_float_tensor(z) or (len(args) > 1 and isinstance(args[1], torch.Tensor)):
             return _binary("shapley", piecewise=True)(mode, func, args, kwargs)
         (reference,) = mode.references(_name(func), z)
+        if func in _POOLS:
+            return _pool(mode, func, args, kwargs, z, reference)
         result = func(*args, **kwargs)
         if mode.recording or not z.requires_grad:
             return result
@@ -433,6 +515,23 @@ def _max_like(largest: bool) -> Rule:
         return type(result)((values, *result[1:])) if isinstance(result, tuple) else values
 
     return rule
+
+
+def _pool(
+    mode: _Pass, func: Callable, args: tuple, kwargs: dict, z: torch.Tensor, reference: torch.Tensor
+) -> Any:
+    """Max pooling (``F.max_pool2d`` and kin): the pooling indices of both passes carry the max rule."""
+    index, spatial = _POOLS[func]
+    wanted = args[index] if len(args) > index else kwargs.get("return_indices", False)
+    if mode.recording or not z.requires_grad:
+        return func(*args, **kwargs)
+    head, tail = args[1:index], {key: value for key, value in kwargs.items() if key != "return_indices"}
+
+    def pool(t: torch.Tensor) -> Any:
+        return func(t, *head, return_indices=True, **tail)
+
+    values, where = _MaxPool.apply(z, reference, pool, spatial)
+    return (values, where) if wanted else values
 
 
 def _softmax(log: bool) -> Rule:
@@ -721,6 +820,11 @@ def _einsum(mode: _Pass, func: Callable, args: tuple, kwargs: dict) -> Any:
     )
 
 
+# Max pooling functions: the position of their ``return_indices`` argument and their number of spatial dims.
+_POOLS: dict[Callable, tuple[int, int]] = {
+    **{getattr(F, f"max_pool{d}d"): (6, d) for d in (1, 2, 3)},
+    **{getattr(F, f"adaptive_max_pool{d}d"): (2, d) for d in (1, 2, 3)},
+}
 _RULES = _rule_table()
 
 # Operations that are linear (or only move values around), so their gradient is their DeepLIFT multiplier.

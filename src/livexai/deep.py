@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._adapter import Model, OutputSpace
+from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
 from ._deep_rules import InputPass, ReferencePass, Tape
 from ._features import image_fill, row_fill
@@ -70,9 +70,7 @@ def deep_attributions(
 
     def step(start: int, stop: int, layout: torch.memory_format) -> None:
         refs = references[start:stop].contiguous(memory_format=layout)
-        tape: Tape = []
-        with torch.no_grad(), ReferencePass(tape):
-            reference_scores = adapter.forward(refs)
+        reference_scores, tape = _record(adapter, refs)
         leaf = x1.expand(stop - start, *shape).contiguous(memory_format=layout).requires_grad_(True)
         replay = InputPass(tape)
         with replay:
@@ -148,6 +146,18 @@ def deep_explanations(
             stacklevel=3,
         )
     return explanations
+
+
+def _record(adapter: ModelAdapter, refs: torch.Tensor) -> tuple[torch.Tensor, Tape]:
+    """The reference pass: the references' scores and the tape of what their non-linear operations saw."""
+    for copy in (False, True):  # by reference first; with copies if the model overwrote a recorded tensor
+        tape: Tape = []
+        recorder = ReferencePass(tape, copy=copy)
+        with torch.no_grad(), recorder:
+            scores = adapter.forward(refs)
+        if not recorder.overwritten():
+            break
+    return scores, tape
 
 
 def _finish(
