@@ -20,8 +20,9 @@ __all__ = ["plot_grid"]
 # The shared colour scale ends at this percentile of |attribution| over all maps: one extreme pixel must not
 # wash out every other map (values beyond it are drawn at full colour).
 SCALE_PERCENTILE = 99.5
-# How strongly the greyscale input shows under the maps.
-IMAGE_ALPHA = 0.35
+# The greyscale input under the maps is drawn faded: its darkest pixel at this lightness (1 = white), so that its
+# shapes stay visible but never compete with the map's colours.
+FADED_FLOOR = 0.6
 # How each output space's score is labelled under a map.
 _SCORE_NAMES = {"logits": "logit", "probs": "p"}
 
@@ -124,7 +125,8 @@ def plot_grid(
         for c, explanation in enumerate(row, start=1):
             ax = axes[r, c]
             if image is not None:
-                ax.imshow(image.mean(axis=-1), cmap="gray", alpha=IMAGE_ALPHA)
+                faded = FADED_FLOOR + (1 - FADED_FLOOR) * image.mean(axis=-1)
+                ax.imshow(faded, cmap="gray", vmin=0.0, vmax=1.0)
             ax.imshow(explanation.attributions.numpy(), cmap=colours, norm=scale)
             ax.set_title(_class_name(explanation.target, classes) if r == 0 else "", fontsize=9)
             score = _SCORE_NAMES.get(explanation.params.get("output"), "score")
