@@ -16,6 +16,7 @@ from .deep import deep_shap, deeplift
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .grid import plot_grid
+from .importance import Importance, permutation_importance
 from .layers import Activations, LayerInfo, activation_grid, activations, layer_info, layers
 from .lime import iter_lime, lime
 from .metrics import (
@@ -49,6 +50,7 @@ __all__ = [
     "Curve",
     "Explanation",
     "Explorer",
+    "Importance",
     "LayerInfo",
     "LayerWidget",
     "LimeWidget",
@@ -77,6 +79,7 @@ __all__ = [
     "layers",
     "lime",
     "mass_inside",
+    "permutation_importance",
     "plot_grid",
     "pointing_game",
     "rank_correlation",
