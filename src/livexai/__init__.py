@@ -12,7 +12,9 @@ from typing import Any
 from ._adapter import Cancelled, ModelAdapter
 from .cam import default_layer, grad_cam
 from .classes import explain_classes
+from .dataset import DatasetExplanations, explain_dataset
 from .deep import deep_shap, deeplift
+from .distill import Surrogate, distill
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .grid import plot_grid
@@ -48,6 +50,7 @@ __all__ = [
     "Activations",
     "Cancelled",
     "Curve",
+    "DatasetExplanations",
     "Explanation",
     "Explorer",
     "Importance",
@@ -57,6 +60,7 @@ __all__ = [
     "ModelAdapter",
     "SanityReport",
     "ShapWidget",
+    "Surrogate",
     "__version__",
     "activation_grid",
     "activations",
@@ -66,8 +70,10 @@ __all__ = [
     "deeplift",
     "default_layer",
     "deletion",
+    "distill",
     "energy_pointing_game",
     "explain_classes",
+    "explain_dataset",
     "grad_cam",
     "gradient_shap",
     "insertion",
