@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
+from .background import WeightedRows, kmeans
 from .cam import default_layer, grad_cam
 from .classes import explain_classes
 from .dataset import DatasetExplanations, explain_dataset
@@ -61,6 +62,7 @@ __all__ = [
     "SanityReport",
     "ShapWidget",
     "Surrogate",
+    "WeightedRows",
     "__version__",
     "activation_grid",
     "activations",
@@ -81,6 +83,7 @@ __all__ = [
     "iter_kernel_shap",
     "iter_lime",
     "kernel_shap",
+    "kmeans",
     "layer_info",
     "layers",
     "lime",

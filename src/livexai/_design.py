@@ -223,16 +223,24 @@ class PairLayout:
 
     Item 0 is the empty coalition; item ``2 p + 1`` is the planned coalition ``units[p]`` and item ``2 p + 2``
     its complement, so chunks ending after whole pairs (``first=1, align=2``) can be refitted. Each item is
-    evaluated once per fill row (``n_fill`` evaluations, averaged into the item's value ``v(S)``).
+    evaluated once per fill row (``n_fill`` evaluations, averaged into the item's value ``v(S)``, with the fill
+    rows' ``fill_weights`` when they have some).
     """
 
     units: torch.Tensor
     n_fill: int
+    fill_weights: torch.Tensor | None = None
 
     @property
     def sequence(self) -> FlatSequence:
         """The items, their evaluations and where chunks may end (after the empty coalition, then whole pairs)."""
-        return FlatSequence(1 + 2 * self.units.shape[0], evals_per_item=self.n_fill, first=1, align=2)
+        return FlatSequence(
+            1 + 2 * self.units.shape[0],
+            evals_per_item=self.n_fill,
+            first=1,
+            align=2,
+            weights=self.fill_weights,
+        )
 
     def masks(self, start: int, stop: int) -> torch.Tensor:
         """Coalitions ``(stop - start, M)`` bool of evaluations ``start..stop`` of the flat sequence."""

@@ -306,18 +306,22 @@ class FeatureSpace:
 
     x: the input ``(1, C, H, W)`` or ``(1, F)``; segments: ``(H, W)`` superpixel labels (images) or None;
     n_features: ``M`` (superpixels or columns); fill: ``(S, ...)`` reference inputs, one of which supplies the
-    values of the features that are off (``S = 1`` for a baseline, ``S = B`` for a background set).
+    values of the features that are off (``S = 1`` for a baseline, ``S = B`` for a background set);
+    fill_weights: ``(S,)`` how much each reference counts (summing to 1), or None for equal weights.
     """
 
     x: torch.Tensor
     segments: torch.Tensor | None
     n_features: int
     fill: torch.Tensor
+    fill_weights: torch.Tensor | None = None
 
     @classmethod
-    def columns(cls, x: torch.Tensor, fill: torch.Tensor) -> FeatureSpace:
+    def columns(
+        cls, x: torch.Tensor, fill: torch.Tensor, fill_weights: torch.Tensor | None = None
+    ) -> FeatureSpace:
         """The columns of a tabular row ``x`` ``(1, F)`` as features, switched off to rows of ``fill`` ``(S, F)``."""
-        return cls(x=x, segments=None, n_features=x.shape[1], fill=fill)
+        return cls(x=x, segments=None, n_features=x.shape[1], fill=fill, fill_weights=fill_weights)
 
     def inputs(
         self,

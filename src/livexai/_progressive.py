@@ -48,12 +48,16 @@ E_co = TypeVar("E_co", bound=Estimate, covariant=True)
 class FlatSequence:
     """``n_items`` items, each evaluated ``evals_per_item`` times in a row (item ``i`` owns evaluations
     ``i * evals_per_item ...``); chunks end on item boundaries ``first + align * j`` only, so that after the
-    ``first`` lead items a chunk always holds whole units of ``align`` items (KernelSHAP's pairs)."""
+    ``first`` lead items a chunk always holds whole units of ``align`` items (KernelSHAP's pairs).
+
+    An item's value is the mean of its evaluations, or their average with ``weights`` ``(evals_per_item,)``
+    (summing to 1: a weighted background such as k-means centres)."""
 
     n_items: int
     evals_per_item: int = 1
     first: int = 0
     align: int = 1
+    weights: torch.Tensor | None = None
 
     def units_done(self, stop: int) -> int:
         """Whole units among the first ``stop`` items."""
@@ -228,7 +232,8 @@ def refits(call: PreparedCall, surrogate: Surrogate[E], schedule: Schedule) -> I
     )
     for start, stop, scores in chunks:
         item_scores = scores[:, call.target].to(values.dtype).reshape(-1, sequence.evals_per_item)
-        values[start:stop] = item_scores.mean(dim=1)
+        weights = sequence.weights
+        values[start:stop] = item_scores.mean(dim=1) if weights is None else item_scores @ weights.to(values)
         done, final = sequence.units_done(stop), stop == sequence.n_items
         if (done == 0 and not final) or not (schedule.every_chunk or stop_rule.tol is not None or final):
             continue  # nothing to fit yet, or no partial result wanted

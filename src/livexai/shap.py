@@ -39,6 +39,7 @@ from ._inputs import check_int
 from ._progressive import FlatSequence, Schedule, Step, final_result, refits
 from ._superpixels import Superpixels
 from ._surrogate import MAX_INTERACTION_FEATURES, shapley_regression, solve_dtype
+from .background import WeightedRows
 from .explanation import Explanation
 
 # Early stopping trusts the standard errors only from this many coalition pairs per feature on: below about
@@ -79,7 +80,8 @@ def iter_kernel_shap(
     Parameters
     ----------
     background: what absent features take. Rows: a ``(B, F)`` tensor of reference rows (required), ``v(S)``
-        being the mean over them, as ``shap.KernelExplainer``. Images: ``"blur"`` (default; Gaussian, sigma
+        being the mean over them, as ``shap.KernelExplainer``, or a weighted summary such as
+        :func:`livexai.kmeans` ``(X, k)`` (a weighted mean). Images: ``"blur"`` (default; Gaussian, sigma
         ``blur_sigma`` pixels, default ``max(H, W) / 8``), ``"mean"``, ``"zero"``, ``"segment_mean"``, a number,
         or reference images ``(B, C, H, W)`` (absent superpixels from each, averaged).
     background_size: use only this many background rows/images: the first ones after a shuffle seeded by
@@ -159,6 +161,10 @@ def _feature_space(
     """Features and the background set, and how to record it: columns + reference rows (``"rows"``), or
     superpixels + reference images (``"images"``) or one baseline image (its description)."""
     if call.kind == "tabular":
+        if isinstance(background, WeightedRows):
+            rows = background_rows(background.rows, call.x)
+            weights = _check_weights(background.weights, rows)
+            return FeatureSpace.columns(call.x, rows, weights), "weighted rows"
         return FeatureSpace.columns(call.x, _reference_rows(call.x, background)), "rows"
     if background is None:
         background = "blur"
@@ -173,6 +179,17 @@ def _feature_space(
     if background_size is not None:  # one baseline image: nothing to summarise
         check_int("background_size", background_size, 1)
     return superpixels.space(call, background), describe(background)
+
+
+def _check_weights(weights: Any, rows: torch.Tensor) -> torch.Tensor:
+    """A weighted background's weights: one per row, non-negative, normalised to sum to 1."""
+    weights = torch.as_tensor(weights).to(device=rows.device, dtype=rows.dtype).reshape(-1)
+    if weights.shape[0] != rows.shape[0] or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise ValueError(
+            f"background weights must be {rows.shape[0]} non-negative numbers (one per row) with a positive sum, "
+            f"got shape {tuple(weights.shape)}"
+        )
+    return weights / weights.sum()
 
 
 def _reference_rows(x: torch.Tensor, background: Any) -> torch.Tensor:
@@ -192,10 +209,13 @@ def _subsample(
 ) -> tuple[FeatureSpace, torch.Tensor | None]:
     """Keep ``background_size`` of the reference rows/images (nested in the size, see :func:`subsample_indices`)
     and say which; a single baseline image is kept as is."""
-    if background_size is None or described not in ("rows", "images"):
+    if background_size is None or described not in ("rows", "images", "weighted rows"):
         return space, None
-    kept = subsample_indices(space.fill.shape[0], background_size, seed)
-    return replace(space, fill=space.fill[kept.to(space.fill.device)]), kept
+    kept = subsample_indices(space.fill.shape[0], background_size, seed).to(space.fill.device)
+    weights = space.fill_weights
+    if weights is not None:
+        weights = weights[kept] / weights[kept].sum()
+    return replace(space, fill=space.fill[kept], fill_weights=weights), kept
 
 
 def _background_params(
@@ -236,7 +256,7 @@ class _PairRegression:
     ) -> None:
         self.space = space
         self.design = design
-        self.layout = PairLayout(design.units, space.fill.shape[0])
+        self.layout = PairLayout(design.units, space.fill.shape[0], space.fill_weights)
         self.prediction = call.scores[0, call.target].to(solve_dtype(call.x.device))
         self.use_interactions = use_interactions
         self.ridge: float | None = None
