@@ -36,6 +36,7 @@ from .metrics import (
 from .sanity import SanityReport, sanity_check
 from .segmentation import count_segments, segment
 from .shap import iter_kernel_shap, kernel_shap
+from .summary import ShapSummary, shap_summary
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "LimeWidget",
     "ModelAdapter",
     "SanityReport",
+    "ShapSummary",
     "ShapWidget",
     "Surrogate",
     "WeightedRows",
@@ -96,6 +98,7 @@ __all__ = [
     "sanity_check",
     "segment",
     "segment_means",
+    "shap_summary",
 ]
 
 
