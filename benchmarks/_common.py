@@ -41,6 +41,7 @@ SECTIONS = {
         "on a machine with a CUDA GPU.\n"
     ),
     "accuracy": "## KernelSHAP accuracy\n\nNot yet measured: run `python -m benchmarks.accuracy`.\n",
+    "importance": "## Permutation importance: CPU\n\nNot yet measured: run `python -m benchmarks.importance`.\n",
     "deep-architectures": (
         "## DeepSHAP on the architectures that break hook-based implementations\n\nNot yet measured: run "
         "`python -m benchmarks.deep_peers`.\n"
