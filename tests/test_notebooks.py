@@ -43,6 +43,7 @@ def test_the_series_is_there() -> None:
         "05_compare_and_trust.ipynb",
         "06_your_model.ipynb",
         "07_trust.ipynb",
+        "08_tables.ipynb",
     ]
 
 
