@@ -377,3 +377,25 @@ def test_a_tensor_changed_in_place_after_it_was_recorded_is_still_paired_right()
     x = torch.randn(4, generator=seeded(1))
     explanation = livexai.deeplift(model, x, baseline=-0.5)
     assert abs(explanation.params["delta"]) <= gap_allowed(explanation)
+
+
+def test_shap_widget_sanity_check_randomises_a_copy_and_deep_shap_degrades() -> None:
+    from livexai.sanity import sanity_check
+    from livexai.widgets import ShapWidget
+
+    model = livexai.models.shapes_cnn()
+    images = livexai.datasets.shapes(6, seed=1).images
+    widget = ShapWidget(model, images[0], background=images[1:], method="deep", background_size=3)
+    try:
+        widget.wait(60)
+        assert widget.panels[0]["sanity"] is True
+        widget.sanity_check()
+        widget.wait(60)
+        report = widget.sanity_report
+        kept = widget._kept_background(3)
+        expected = sanity_check(model, images[0], "deep_shap", background=kept, output="logits")
+        assert report is not None and report.layers == expected.layers
+        torch.testing.assert_close(torch.tensor(report.similarity), torch.tensor(expected.similarity))
+        assert report.similarity[-1] < report.similarity[0]  # the map changes as the model is randomised
+    finally:
+        widget.close()

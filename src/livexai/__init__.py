@@ -33,7 +33,7 @@ from .metrics import (
     rank_correlation,
     segment_means,
 )
-from .sanity import SanityReport, sanity_check
+from .sanity import SanityReport, iter_sanity_check, sanity_check
 from .segmentation import count_segments, segment
 from .shap import iter_kernel_shap, kernel_shap
 from .summary import ShapSummary, shap_summary
@@ -84,6 +84,7 @@ __all__ = [
     "integrated_gradients",
     "iter_kernel_shap",
     "iter_lime",
+    "iter_sanity_check",
     "kernel_shap",
     "kmeans",
     "layer_info",

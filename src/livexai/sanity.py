@@ -23,6 +23,7 @@ from ._call import prepare
 from ._features import gaussian_blur
 from ._inputs import check_int
 from .cam import default_layer, grad_cam
+from .deep import deep_shap, deeplift
 from .explanation import Explanation
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .lime import lime
@@ -162,6 +163,8 @@ _METHODS: dict[str, Callable[..., Explanation]] = {
     "saliency": saliency,
     "integrated_gradients": integrated_gradients,
     "gradient_shap": gradient_shap,
+    "deeplift": deeplift,
+    "deep_shap": deep_shap,
     "lime": lime,
     "kernel_shap": kernel_shap,
 }

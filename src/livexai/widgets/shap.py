@@ -13,7 +13,7 @@ from typing_extensions import Unpack
 from .._adapter import Model, OutputSpace
 from .._inputs import as_single_input
 from ..explanation import Explanation
-from ._base import ExplainerWidget, WidgetOptions, panel
+from ._base import ExplainerWidget, SanityRequest, WidgetOptions, panel
 from ._params import OUTPUT, SEED, ChoiceParam, Fixed, IntParam
 from ._runner import JobContext
 
@@ -97,8 +97,28 @@ class ShapWidget(ExplainerWidget[Explanation]):
             method
         ]
         final = compute(request, context)
-        shown = [panel("shap", TITLES[method], final, note=_note(final))]
+        shown = [{**panel("shap", TITLES[method], final, note=_note(final)), "sanity": True}]
         self._post_final(context, final, shown, began=began, n_evals=final.n_evals)
+
+    def _sanity_request(self, key: str | None) -> SanityRequest:
+        """The check of the map as the parameters stand: same method, background rows, samples and class."""
+        method = {"kernel": "kernel_shap", "gradient": "gradient_shap", "deep": "deep_shap"}[self.method]
+        background = self._kept_background(self.background_size)
+        kwargs: dict[str, Any] = {"background": background, "output": self._fixed["output"]}
+        if self.method != "deep":
+            kwargs |= {"n_samples": self.n_samples, "seed": self._fixed["seed"]}
+        if self.method == "kernel":
+            kwargs["n_segments"] = self.n_segments
+        return SanityRequest(
+            key="shap",
+            title=TITLES[self.method],
+            method=method,
+            x=self._x,
+            image=self._display,
+            target=self.target,
+            signed=True,
+            kwargs=kwargs,
+        )
 
     def _kernel_shap(self, request: dict[str, Any], context: JobContext) -> Explanation:
         from ..shap import iter_kernel_shap
