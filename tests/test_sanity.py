@@ -79,8 +79,8 @@ def test_ssim_of_scaled_maps() -> None:
 
 def test_bad_arguments_say_what_is_expected(shapes_case) -> None:
     model, x = shapes_case
-    with pytest.raises(ValueError, match=r"unknown method 'deeplift'.*'grad_cam'.*'kernel_shap'"):
-        sanity_check(model, x, "deeplift")
+    with pytest.raises(ValueError, match=r"unknown method 'occlusion'.*'grad_cam'.*'deep_shap'.*'kernel_shap'"):
+        sanity_check(model, x, "occlusion")
     with pytest.raises(ValueError, match=r"unknown mode 'random'.*'cascading', 'independent'"):
         sanity_check(model, x, "saliency", mode="random")
     with pytest.raises(ValueError, match="unknown similarity"):
