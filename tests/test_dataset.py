@@ -189,6 +189,65 @@ def test_mistakes_get_specific_messages(shapes, call, error, match):
         explain_dataset(fixed_cnn(), progress=False, **arguments)
 
 
+# -- the Ray engine (a local Ray with 2 CPUs, started once for these tests) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("method", "kwargs"), [("grad_cam", {"layer": LAYER}), ("lime", {"seed": 2, **LIME})]
+)
+def test_ray_gives_the_local_results(local_ray, shapes, method, kwargs):
+    run = {"batch_size": 8, "progress": False, **kwargs}
+    on_ray = explain_dataset(fixed_cnn(), shapes.images, method, engine="ray", num_workers=2, **run)
+    same(on_ray, explain_dataset(fixed_cnn(), shapes.images, method, **run))
+    assert on_ray.indices == list(range(32)) and on_ray.n_explained == 32
+
+
+@pytest.mark.ray
+def test_ray_resumes_the_shards_a_local_run_left(local_ray, shapes, tmp_path: Path):
+    run = {"layer": LAYER, "batch_size": 8, "output": tmp_path, "progress": False}
+    with pytest.warns(UserWarning, match="interrupted after 16 of 32"):
+        explain_dataset(
+            livexai.ModelAdapter(interrupting_cnn(at=17), batch_size=32), shapes.images, "grad_cam", **run
+        )
+    resumed = explain_dataset(fixed_cnn(), shapes.images, "grad_cam", engine="ray", num_workers=2, **run)
+    assert resumed.complete and resumed.n_explained == 16
+    assert len(list(tmp_path.glob("shard-*.parquet"))) == 4
+    same(resumed, explain_dataset(fixed_cnn(), shapes.images, "grad_cam", layer=LAYER, progress=False))
+
+
+@pytest.mark.ray
+def test_a_ray_dataset_in_any_row_order(local_ray, shapes):
+    rows = [
+        {"index": i, "x": shapes.images[i].numpy(), "target": int(shapes.labels[i])}
+        for i in reversed(range(8))
+    ]
+    on_ray = explain_dataset(
+        fixed_cnn(),
+        local_ray.data.from_items(rows),
+        "lime",
+        engine="ray",
+        batch_size=4,
+        progress=False,
+        **LIME,
+    )
+    pairs = list(zip(shapes.images[:8], shapes.labels[:8], strict=True))
+    same(on_ray, explain_dataset(fixed_cnn(), pairs, "lime", batch_size=4, progress=False, **LIME))
+    no_index = local_ray.data.from_items([{"x": row["x"]} for row in rows])
+    with pytest.raises(ValueError, match=r"lacks the columns \['index'\]"):
+        explain_dataset(fixed_cnn(), no_index, "lime", engine="ray", progress=False)
+    with pytest.raises(ValueError, match="explained with engine='ray'"):
+        explain_dataset(fixed_cnn(), no_index, "lime", progress=False)
+
+
 def test_ray_engine_without_ray_says_how_to_install(shapes, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'livexai\[ray\]'"):

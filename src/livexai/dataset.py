@@ -634,40 +634,40 @@ class _NoBar:
         pass
 
 
-def _run_local(
-    job: _Job, source: _IndexedSource, todo: list[int], collector: _Collector, progress: bool
-) -> None:
+def _local_results(job: _Job, source: _IndexedSource, todo: list[int]) -> Iterator[_Result]:
     """Explain ``todo`` in this process, one input after another, on the model's own device."""
     worker = _Worker(job)
-    bar = _progress_bar(len(todo), progress)
-    try:
-        for index in todo:
-            collector.add(worker.explain(source.item(index)))
-            bar.update(1)
-    finally:
-        bar.close()
+    for index in todo:
+        yield worker.explain(source.item(index))
 
 
 class _RayWorker:
     """A Ray Data actor: builds the model once (on its GPU when Ray gave it one), then explains batches of rows.
 
-    Results travel back pickled in a binary column, so that Ray's own conversions never touch their tensors.
+    Rows are indices into ``source`` (which the actor holds), or, for a ``ray.data.Dataset``, the user's rows,
+    of which only those in ``wanted`` are explained: skipping finished shards here rather than in a ``filter``
+    step needs no Ray task, which could wait forever for a CPU that the actors hold. Results travel back pickled
+    in a binary column, so that Ray's own conversions never touch their tensors.
     """
 
-    def __init__(self, job: _Job, source: Any) -> None:
+    def __init__(self, job: _Job, source: _IndexedSource | None, wanted: frozenset[int] | None) -> None:
         import ray
 
         self.worker = _Worker(job, on_gpu=bool(ray.get_gpu_ids()))
         self.source = source
+        self.wanted = wanted
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = (
-            [self.source.item(int(index)) for index in batch["index"]]
-            if isinstance(self.source, _IndexedSource)
-            else [_rows_item(batch, row) for row in range(len(batch["index"]))]
-        )
+        if self.source is not None:
+            items = [self.source.item(int(index)) for index in batch["index"]]
+        else:
+            rows = range(len(batch["index"]))
+            items = [_rows_item(batch, row) for row in rows if int(batch["index"][row]) in self.wanted]  # type: ignore[operator]
         results = [pickle.dumps(self.worker.explain(item)) for item in items]
-        return {"index": batch["index"], "result": np.array(results, dtype=object)}
+        return {
+            "index": np.array([item.index for item in items], dtype=np.int64),
+            "result": np.array(results, dtype=object),
+        }
 
 
 def _import_ray() -> Any:
@@ -690,59 +690,74 @@ def _ray_workers(ray: Any, num_workers: int | None, num_gpus: float) -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
-def _run_ray(
+def _ray_results(
     job: _Job,
     source: Any,
     todo: list[int],
-    collector: _Collector,
-    progress: bool,
     *,
     batch_size: int,
     num_workers: int | None,
     num_gpus_per_worker: float | None,
-) -> None:
+) -> Iterator[_Result]:
     """Explain ``todo`` with Ray Data ``map_batches`` over a pool of actors, each holding the model once.
 
     Uses the Ray cluster this process is connected to (``ray.init(address=...)``), else starts a local one for
-    the call and shuts it down after.
+    the call and shuts it down after. Ray Data's own progress bars are off while it runs: the caller has one.
     """
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = False
     try:
         num_gpus = float(num_gpus_per_worker or 0)
-        rows = _ray_rows(ray, source, todo)
+        indexed = isinstance(source, _IndexedSource)
+        rows = ray.data.from_items([{"index": index} for index in todo]) if indexed else source.dataset
         explained = rows.map_batches(
             _RayWorker,
             fn_constructor_kwargs={
                 "job": _Job(_portable(job.model), job.method, job.kwargs, job.metrics),
-                "source": source if isinstance(source, _IndexedSource) else None,
+                "source": source if indexed else None,
+                "wanted": None if indexed else frozenset(todo),
             },
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=_ray_workers(ray, num_workers, num_gpus),
+            compute=ray.data.ActorPoolStrategy(size=_ray_workers(ray, num_workers, num_gpus)),
             num_gpus=num_gpus,
         )
-        bar = _progress_bar(len(todo), progress)
-        try:
-            for batch in explained.iter_batches(batch_size=None, batch_format="numpy"):
-                for blob in batch["result"]:
-                    collector.add(pickle.loads(blob))
-                    bar.update(1)
-        finally:
-            bar.close()
+        for batch in explained.iter_batches(batch_size=None, batch_format="numpy"):
+            for blob in batch["result"]:
+                yield pickle.loads(blob)
     finally:
+        context.enable_progress_bars = bars
         if started_here:
             ray.shutdown()
 
 
-def _ray_rows(ray: Any, source: Any, todo: list[int]) -> Any:
-    """The rows to explain: their indices (actors read inputs from the source they hold), or the user's rows."""
-    if isinstance(source, _IndexedSource):
-        return ray.data.from_items([{"index": index} for index in todo])
-    wanted = set(todo)
-    return source.dataset.filter(lambda row: int(row["index"]) in wanted)
+def _open_store(
+    folder: Path,
+    resume: bool,
+    name: str,
+    job: _Job,
+    method_kwargs: dict[str, Any],
+    batch_size: int,
+    indices: list[int],
+) -> _ShardStore:
+    """The output folder, checked against (or set up for) this run's settings."""
+    _arrow()
+    store = _ShardStore(folder)
+    # What the shards depend on, flat, so that a refused resume can name the settings that differ.
+    info = {
+        "method": name,
+        "metrics": list(job.metrics),
+        "batch_size": batch_size,
+        "n_inputs": len(indices),
+        **json.loads(json.dumps(method_kwargs, default=_describe)),
+    }
+    store.start(info, resume)
+    return store
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -803,37 +818,32 @@ def explain_dataset(
     expected: dict[int, int] = {}
     for index in indices:
         expected[index // batch_size] = expected.get(index // batch_size, 0) + 1
-    store = None if output is None else _ShardStore(Path(output))
-    finished: set[int] = set()
-    if store is not None:
-        _arrow()
-        # What the shards depend on, flat, so that a refused resume can name the settings that differ.
-        info = {
-            "method": name,
-            "metrics": list(job.metrics),
-            "batch_size": batch_size,
-            "n_inputs": len(indices),
-            **json.loads(json.dumps(method_kwargs, default=_describe)),
-        }
-        store.start(info, resume)
-        finished = store.finished()
+    store = (
+        None
+        if output is None
+        else _open_store(Path(output), resume, name, job, method_kwargs, batch_size, indices)
+    )
+    finished = set() if store is None else store.finished()
     todo = [index for index in indices if index // batch_size not in finished]
     collector = _Collector(expected, batch_size, store, job.metrics)
+    results = (
+        _local_results(job, source, todo)
+        if engine == "local"
+        else _ray_results(
+            job,
+            source,
+            todo,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            num_gpus_per_worker=num_gpus_per_worker,
+        )
+    )
     complete = True
+    bar = _progress_bar(len(todo), progress)
     try:
-        if engine == "local":
-            _run_local(job, source, todo, collector, progress)
-        else:
-            _run_ray(
-                job,
-                source,
-                todo,
-                collector,
-                progress,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                num_gpus_per_worker=num_gpus_per_worker,
-            )
+        for result in results:
+            collector.add(result)
+            bar.update(1)
     except KeyboardInterrupt:
         complete = False
         warnings.warn(
@@ -841,14 +851,17 @@ def explain_dataset(
             "are returned" + (", and a call with resume=True computes only the rest" if store else ""),
             stacklevel=2,
         )
+    finally:
+        bar.close()
+        results.close()  # a Ray run shuts down the Ray it started
     # With shards, the finished ones (this call's and earlier calls') plus the inputs of unfinished shards.
-    results = (
+    kept = (
         collector.results
         if store is None
         else [*store.read(), *(r for group in collector.pending.values() for r in group)]
     )
     return DatasetExplanations._of(
-        results,
+        kept,
         job.metrics,
         output=None if store is None else store.folder,
         complete=complete,
