@@ -107,11 +107,16 @@ def test_a_model_that_rejects_channels_last_keeps_contiguous_batches(error: type
         torch.testing.assert_close(scores, linear(inputs.view(200, -1)))
 
 
-def test_small_calls_skip_tuning() -> None:
+def test_small_calls_skip_the_batch_size_trials_and_the_smallest_the_layout_probe_too() -> None:
     model = CountingModel(small_cnn())
     inputs = torch.rand(50, 3, 8, 8)
-    ModelAdapter(model).evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
-    assert model.sizes == [32, 18]
+    adapter = ModelAdapter(model)
+    adapter.evaluate(20, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
+    assert model.sizes == [20]  # no probe below 32 images
+    adapter.evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
+    assert model.sizes == [20, 8, 8, 8, 8, 32, 18]  # the layout probe once (4 x 8 images), then default batches
+    adapter.evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
+    assert model.sizes[7:] == [32, 18]  # the layout is remembered
 
 
 def test_probs_output_is_softmax_of_logits() -> None:
