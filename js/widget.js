@@ -156,6 +156,10 @@ export const TRAITS = Object.freeze({
   correlation: "correlation", // Explorer
   curves: "curves",
   sanity: "sanity",
+  table: "table", // TabularExplorer
+  local: "local", // TabularExplorer
+  globalView: "global_view", // TabularExplorer
+  view: "view", // TabularExplorer (a parameter, drawn as the tabs rather than a control)
 });
 
 // Kinds of the custom messages sent to the kernel (src/livexai/widgets/_base.py: SANITY_CHECK).
@@ -173,6 +177,8 @@ export const PARAMETERS = Object.freeze([
   "background_size", // ShapWidget, Explorer
   "layer", // LayerWidget
   "n_channels", // LayerWidget
+  "summary", // TabularExplorer
+  "depth", // TabularExplorer
 ]);
 
 // The dtypes Python sends (src/livexai/widgets/_serialize.py, WIRE_DTYPES).
@@ -969,6 +975,127 @@ export function similarityText(similarity) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Tables (TabularExplorer): pure functions
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The rows of a table: `_table_wire()` in src/livexai/widgets/tabular.py (`TableWire`).
+ * @typedef {object} Table
+ * @property {string[]} columns
+ * @property {string[]} classes
+ * @property {WireArray} values (N, F)
+ * @property {WireArray} predicted (N,) int32
+ * @property {WireArray} confidence (N,) float32
+ * @property {WireArray | null} labels (N,) int32, when given
+ */
+/**
+ * One row's explanation: `_local_wire()` in src/livexai/widgets/tabular.py.
+ * @typedef {object} Local
+ * @property {string} title
+ * @property {string[]} names
+ * @property {WireArray} values (F,) attributions
+ * @property {WireArray} features (F,) the row's values
+ * @property {number} base
+ * @property {number} prediction
+ * @property {string} target
+ * @property {string} output
+ */
+/**
+ * One bar of a waterfall: the output moves from `start` to `end` by `value`.
+ * @typedef {{ label: string, value: number, start: number, end: number }} Step
+ */
+
+const WATERFALL_BARS = 10; // features drawn one by one; the rest are summed into one bar
+const TABLE_SORTS = Object.freeze(["row", "prediction", "confidence", "label"]);
+
+/**
+ * The waterfall of one explanation: from the base value, the `maxBars` largest contributions one by one (largest
+ * first), then the rest summed, ending at base + sum of all values (the model's output when the method is exact).
+ * @param {ArrayLike<number>} values
+ * @param {string[]} labels one per value (e.g. "worst radius = 16.2")
+ * @param {number} base
+ * @param {number} [maxBars]
+ * @returns {Step[]}
+ */
+export function waterfallSteps(values, labels, base, maxBars = WATERFALL_BARS) {
+  const order = Array.from(values, (_, i) => i).sort((a, b) => Math.abs(values[b]) - Math.abs(values[a]));
+  const shown = order.slice(0, maxBars);
+  const rest = order.slice(maxBars);
+  /** @type {Step[]} */
+  const steps = [];
+  let at = base;
+  for (const i of shown) {
+    steps.push({ label: labels[i], value: values[i], start: at, end: at + values[i] });
+    at += values[i];
+  }
+  if (rest.length) {
+    const sum = rest.reduce((total, i) => total + values[i], 0);
+    steps.push({ label: `${rest.length} other features`, value: sum, start: at, end: at + sum });
+  }
+  return steps;
+}
+
+/**
+ * Row indices in the order a table header asks for: by row number, predicted class, confidence or true label
+ * (ties keep row order), ascending or descending.
+ * @param {{ predicted: ArrayLike<number>, confidence: ArrayLike<number>, labels: ArrayLike<number> | null }} rows
+ * @param {string} key one of TABLE_SORTS
+ * @param {boolean} descending
+ * @returns {number[]}
+ */
+export function sortRows(rows, key, descending) {
+  const n = rows.predicted.length;
+  /** @type {(i: number) => number} */
+  const value =
+    key === "prediction" ? (i) => rows.predicted[i]
+    : key === "confidence" ? (i) => rows.confidence[i]
+    : key === "label" && rows.labels ? (i) => /** @type {ArrayLike<number>} */ (rows.labels)[i]
+    : (i) => i;
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => value(a) - value(b) || a - b);
+  return descending ? order.reverse() : order;
+}
+
+/**
+ * A feature's values scaled to [0, 1] between their 5th and 95th percentiles (a beeswarm's colour: low to high),
+ * so a few extreme rows do not wash out the rest.
+ * @param {ArrayLike<number>} column
+ * @returns {number[]}
+ */
+export function featureShades(column) {
+  const sorted = Array.from(column).sort((a, b) => a - b);
+  const at = (/** @type {number} */ q) => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1)))];
+  const low = at(0.05);
+  const high = at(0.95);
+  return Array.from(column, (v) => (high > low ? Math.min(1, Math.max(0, (v - low) / (high - low))) : 0.5));
+}
+
+/**
+ * Feature indices by mean absolute value over the rows of an (n, F) matrix, largest first.
+ * @param {Decoded} matrix
+ * @returns {number[]}
+ */
+export function rankFeatures(matrix) {
+  const [n, f] = matrix.shape;
+  const mean = new Array(f).fill(0);
+  for (let r = 0; r < n; r++) for (let j = 0; j < f; j++) mean[j] += Math.abs(matrix.values[r * f + j]) / n;
+  return mean.map((_, j) => j).sort((a, b) => mean[b] - mean[a] || a - b);
+}
+
+const LOW_COLOUR = hexToRgb("#2a71b2"); // a beeswarm's low feature values (the red-blue map's blue)
+const HIGH_COLOUR = hexToRgb("#ba2832"); // and its high ones (its red); mid values are a purple that shows on any theme
+
+/**
+ * The colour of a beeswarm dot: blue for a low feature value, red for a high one, through purple.
+ * @param {number} shade in [0, 1]
+ * @returns {string} a CSS rgb() colour
+ */
+export function shadeColour(shade) {
+  const mix = LOW_COLOUR.map((low, c) => Math.round(low + (HIGH_COLOUR[c] - low) * shade));
+  return `rgb(${mix[0]},${mix[1]},${mix[2]})`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // DOM helpers (used only inside render)
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -1076,7 +1203,8 @@ function putPixels(canvas, rgba, width, height) {
 
 /**
  * The view's skeleton: header (title, status, progress), error, Explorer strip, side column (controls, view
- * controls, predictions), main column (panels, channels, sanity strip, correlation) and the timing line.
+ * controls, predictions), main column (the tables' tabs, rows, waterfall and global view; panels, channels, sanity
+ * strip, correlation) and the timing line.
  * @param {string} kind the widget's `kind`, for `data-kind` (what tests and styles select on)
  */
 function buildLayout(kind) {
@@ -1104,13 +1232,17 @@ function buildLayout(kind) {
   const channels = element("div", "livexai-channels");
   const correlation = element("div", "livexai-correlation");
   const sanity = element("div", "livexai-sanity");
-  main.append(panels, channels, sanity, correlation);
+  const tabs = element("div", "livexai-tabs");
+  const rows = element("div", "livexai-table");
+  const waterfall = element("div", "livexai-waterfall");
+  const global = element("div", "livexai-global");
+  main.append(tabs, rows, waterfall, global, panels, channels, sanity, correlation);
   body.append(side, main);
   const info = element("div", "livexai-info");
   root.append(header, error, strip, body, info);
   return {
     root, title, status, progress, progressBar, error, strip, controls, viewControls, predictions, panels, channels,
-    sanity, correlation, info,
+    sanity, correlation, info, tabs, rows, waterfall, global,
   };
 }
 
@@ -1599,6 +1731,305 @@ function correlationTable(matrix, names, caption) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Tables (TabularExplorer): sections
+// ---------------------------------------------------------------------------------------------------------------
+
+const ROW_CHART = Object.freeze({ width: 560, bar: 18, label: 230, pad: 6 }); // waterfall and bar charts, in px
+const SWARM = Object.freeze({ width: 560, row: 26, label: 150, features: 10 }); // the beeswarm
+const VIEW_NAMES = Object.freeze({ row: "This row", global: "Whole model" });
+
+/**
+ * An SVG element with its attributes.
+ * @param {string} tag
+ * @param {Record<string, string | number>} [attributes]
+ * @returns {SVGElement}
+ */
+function svgNode(tag, attributes = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+/**
+ * An SVG `<text>` set as text (never parsed).
+ * @param {string} text
+ * @param {Record<string, string | number>} attributes
+ * @returns {SVGElement}
+ */
+function svgText(text, attributes) {
+  const node = svgNode("text", attributes);
+  node.textContent = text;
+  return node;
+}
+
+/**
+ * The two tabs: this row's explanation, or the whole model's picture (computed the first time it is opened).
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function tabsSection(ctx, node) {
+  return function update() {
+    const current = ctx.model.get(TRAITS.view) || "row";
+    node.replaceChildren(
+      ...Object.entries(VIEW_NAMES).map(([name, text]) => {
+        const tab = toggleButton(ctx, "livexai-tab", { view: name }, name === current, () => ctx.send(TRAITS.view, name));
+        tab.textContent = text;
+        return tab;
+      }),
+    );
+  };
+}
+
+/**
+ * The rows as a table (row, prediction, confidence, label); clicking a row explains it, clicking a header sorts.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function tableSection(ctx, node) {
+  let sort = { key: "row", descending: false };
+  return function update() {
+    /** @type {Table | null} */
+    const table = ctx.model.get(TRAITS.table);
+    const predicted = table ? decodeArray(table.predicted) : null;
+    const confidence = table ? decodeArray(table.confidence) : null;
+    if (!table || !predicted || !confidence || ctx.model.get(TRAITS.view) === "global") {
+      node.replaceChildren();
+      return;
+    }
+    const labels = table.labels ? decodeArray(table.labels) : null;
+    const rows = { predicted: predicted.values, confidence: confidence.values, labels: labels ? labels.values : null };
+    const selected = ctx.model.get(TRAITS.selected);
+    const grid = element("table", "livexai-rows");
+    const head = element("tr");
+    for (const key of TABLE_SORTS.filter((k) => k !== "label" || labels)) {
+      const cell = element("th", null, key === sort.key ? `${key} ${sort.descending ? "▼" : "▲"}` : key);
+      cell.dataset.sort = key;
+      ctx.listen(cell, "click", () => {
+        sort = { key, descending: key === sort.key ? !sort.descending : key === "confidence" };
+        update();
+      });
+      head.append(cell);
+    }
+    grid.append(head);
+    for (const i of sortRows(rows, sort.key, sort.descending)) {
+      const row = element("tr");
+      row.dataset.row = String(i);
+      row.setAttribute("aria-selected", String(i === selected));
+      const cells = [String(i), table.classes[rows.predicted[i]], `${(rows.confidence[i] * 100).toFixed(1)} %`];
+      if (rows.labels) cells.push(table.classes[rows.labels[i]]);
+      for (const text of cells) row.append(element("td", null, text));
+      if (rows.labels && rows.labels[i] !== rows.predicted[i]) row.dataset.wrong = "true";
+      ctx.listen(row, "click", () => ctx.send(TRAITS.selected, i));
+      grid.append(row);
+    }
+    const scroller = element("div", "livexai-rows-scroller");
+    scroller.append(grid);
+    node.replaceChildren(element("div", "livexai-rows-caption", "rows: click one to explain it, a header to sort"), scroller);
+  };
+}
+
+/**
+ * This row's explanation as a waterfall (base value, each feature's push, the output) or as plain bars; the
+ * choice is the browser's (`view.bars`), drawn from the same arrays.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function waterfallSection(ctx, node) {
+  let bars = false;
+  return function update() {
+    /** @type {Local | null} */
+    const local = ctx.model.get(TRAITS.local);
+    const values = local ? decodeArray(local.values) : null;
+    const features = local ? decodeArray(local.features) : null;
+    if (!local || !values || !features || ctx.model.get(TRAITS.view) === "global") {
+      node.replaceChildren();
+      return;
+    }
+    const labels = local.names.map((name, i) => `${name} = ${formatValue(features.values[i])}`);
+    const toggle = toggleButton(ctx, "livexai-chart-toggle", { bars: String(!bars) }, bars, () => {
+      bars = !bars;
+      update();
+    });
+    toggle.textContent = bars ? "show as waterfall" : "show as bars";
+    const heading = element(
+      "div",
+      "livexai-waterfall-heading",
+      `${local.title} of “${local.target}” (${local.output}): base ${formatValue(local.base)} → ${formatValue(local.prediction)}`,
+    );
+    const steps = waterfallSteps(values.values, labels, bars ? 0 : local.base);
+    node.replaceChildren(heading, toggle, stepsChart(steps, bars ? 0 : local.base, bars));
+  };
+}
+
+/**
+ * Horizontal bars for `steps`: each from its start to its end (a waterfall) or from 0 (plain bars), red where the
+ * feature pushes the output up, blue where it pushes it down, with the value written beside each bar. `spread`
+ * (one per step) draws a ± line around each bar's end; a waterfall ends with a mark at the output it reaches.
+ * @param {Step[]} steps
+ * @param {number} base
+ * @param {boolean} fromZero
+ * @param {number[]} [spread]
+ * @returns {SVGElement}
+ */
+function stepsChart(steps, base, fromZero, spread) {
+  const { width, bar, label, pad } = ROW_CHART;
+  const total = steps.length ? steps[steps.length - 1].end : base;
+  const rowsDrawn = steps.length + (fromZero ? 0 : 1);
+  const height = rowsDrawn * (bar + 4) + 2 * pad;
+  const ends = steps.flatMap((s, i) => {
+    const [a, b] = fromZero ? [0, s.value] : [s.start, s.end];
+    const e = spread ? spread[i] : 0;
+    return [a, b - e, b + e];
+  });
+  const low = Math.min(fromZero ? 0 : base, ...ends);
+  const high = Math.max(fromZero ? 0 : base, ...ends);
+  const span = high - low || 1;
+  const x = (/** @type {number} */ v) => label + ((v - low) / span) * (width - label - 60);
+  const svg = svgNode("svg", { class: "livexai-steps", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  svg.setAttribute("aria-label", steps.map((s) => `${s.label}: ${formatValue(s.value)}`).join("; "));
+  const zero = x(fromZero ? 0 : base);
+  svg.append(svgNode("line", { class: "livexai-steps-axis", x1: zero, x2: zero, y1: pad, y2: height - pad }));
+  steps.forEach((step, row) => {
+    const y = pad + row * (bar + 4);
+    const [a, b] = fromZero ? [0, step.value] : [step.start, step.end];
+    const sign = step.value >= 0 ? "positive" : "negative";
+    const e = spread ? spread[row] : 0;
+    svg.append(
+      svgText(step.label, { class: "livexai-steps-label", x: label - 6, y: y + bar * 0.7, "text-anchor": "end" }),
+      svgNode("rect", { class: `livexai-step livexai-step-${sign}`, x: Math.min(x(a), x(b)), y, width: Math.max(1, Math.abs(x(b) - x(a))), height: bar }),
+      svgText(`${step.value >= 0 ? "+" : ""}${formatValue(step.value)}`, { class: "livexai-steps-value", x: Math.max(x(a), x(b), x(b + e)) + 4, y: y + bar * 0.7 }),
+    );
+    if (e) svg.append(svgNode("line", { class: "livexai-error-bar", x1: x(b - e), x2: x(b + e), y1: y + bar / 2, y2: y + bar / 2 }));
+  });
+  if (!fromZero) {
+    const y = pad + steps.length * (bar + 4);
+    svg.append(
+      svgText(`output = ${formatValue(total)}`, { class: "livexai-steps-label livexai-steps-total", x: label - 6, y: y + bar * 0.7, "text-anchor": "end" }),
+      svgNode("line", { class: "livexai-steps-output", x1: x(total), x2: x(total), y1: y, y2: y + bar }),
+    );
+  }
+  return svg;
+}
+
+/**
+ * The global tab: permutation importance (mean ± spread), the beeswarm of SHAP values as rows finish, and the
+ * distilled tree's rules with its fidelity; each part says "computing…" until its job is done.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function globalSection(ctx, node) {
+  return function update() {
+    if (ctx.model.get(TRAITS.view) !== "global") {
+      node.replaceChildren();
+      return;
+    }
+    /** @type {Table | null} */
+    const table = ctx.model.get(TRAITS.table);
+    const parts = ctx.model.get(TRAITS.globalView) || {};
+    const columns = table ? table.columns : [];
+    node.replaceChildren(
+      globalPart("Permutation importance", parts.importance, (p) => importanceChart(p, columns)),
+      globalPart("SHAP values over the rows", parts.swarm, (p) => swarmChart(p, columns)),
+      globalPart("A decision tree distilled from the model", parts.tree, treeRules),
+    );
+  };
+}
+
+/**
+ * One part of the global tab: its heading, then its drawing, "computing…", or its error.
+ * @param {string} heading
+ * @param {any} part
+ * @param {(part: any) => Node} draw
+ * @returns {HTMLElement}
+ */
+function globalPart(heading, part, draw) {
+  const box = element("section", "livexai-global-part");
+  box.append(element("h4", null, heading));
+  if (!part) box.append(element("div", "livexai-global-note", "computing…"));
+  else if (part.error) box.append(element("div", "livexai-global-error", part.error));
+  else box.append(draw(part));
+  return box;
+}
+
+/**
+ * Importance bars with the spread over repeats (± one standard deviation), most important first.
+ * @param {{ mean: WireArray, std: WireArray, scoring: string, baseline: number, against: string }} part
+ * @param {string[]} columns
+ * @returns {Node}
+ */
+function importanceChart(part, columns) {
+  const mean = decodeArray(part.mean);
+  const std = decodeArray(part.std);
+  const box = element("div");
+  if (!mean || !std) return box;
+  const order = Array.from(mean.values, (_, i) => i).sort((a, b) => mean.values[b] - mean.values[a]).slice(0, 12);
+  const steps = order.map((i) => ({ label: columns[i], value: mean.values[i], start: 0, end: mean.values[i] }));
+  const chart = stepsChart(steps, 0, true, order.map((i) => std.values[i]));
+  box.append(
+    element("div", "livexai-global-note", `drop in ${part.scoring} when a column is shuffled (scored against ${part.against}; unshuffled: ${formatValue(part.baseline)}); the line is ± one standard deviation over repeats`),
+    chart,
+  );
+  return box;
+}
+
+/**
+ * The beeswarm: for each of the most important features, one dot per explained row at its SHAP value, coloured
+ * by the feature's value (blue low, red high).
+ * @param {{ values: WireArray, data: WireArray, done: number, total: number, target: string }} part
+ * @param {string[]} columns
+ * @returns {Node}
+ */
+function swarmChart(part, columns) {
+  const values = decodeArray(part.values);
+  const data = decodeArray(part.data);
+  const box = element("div");
+  if (!values || !data) return box;
+  const [n, f] = values.shape;
+  const order = rankFeatures(values).slice(0, SWARM.features);
+  const { width, row, label } = SWARM;
+  const height = order.length * row + 24;
+  let limit = 0;
+  for (const v of values.values) limit = Math.max(limit, Math.abs(v));
+  limit = limit || 1;
+  const x = (/** @type {number} */ v) => label + ((v + limit) / (2 * limit)) * (width - label - 10);
+  const svg = svgNode("svg", { class: "livexai-swarm", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  svg.setAttribute("aria-label", `SHAP values of ${n} rows for ${part.target}`);
+  svg.append(svgNode("line", { class: "livexai-steps-axis", x1: x(0), x2: x(0), y1: 0, y2: height - 20 }));
+  order.forEach((j, position) => {
+    const y = position * row + row / 2;
+    svg.append(svgText(columns[j], { class: "livexai-steps-label", x: label - 6, y: y + 4, "text-anchor": "end" }));
+    const column = Array.from({ length: n }, (_, r) => data.values[r * f + j]);
+    const shades = featureShades(column);
+    for (let r = 0; r < n; r++) {
+      const jitter = (((r * 7919) % 97) / 97 - 0.5) * row * 0.6;
+      svg.append(svgNode("circle", { cx: x(values.values[r * f + j]), cy: y + jitter, r: 2.4, fill: shadeColour(shades[r]) }));
+    }
+  });
+  svg.append(svgText(`SHAP value for “${part.target}” (dots: rows; red: high feature value, blue: low)`, { class: "livexai-steps-label", x: label, y: height - 6 }));
+  box.append(element("div", "livexai-global-note", part.done < part.total ? `${part.done} of ${part.total} rows explained…` : `${part.total} rows`), svg);
+  return box;
+}
+
+/**
+ * The distilled tree as if/then rules, with its fidelity (agreement with the model on held-out rows).
+ * @param {{ rules: string[], fidelity: number, accuracy: number | null, depth: number }} part
+ * @returns {Node}
+ */
+function treeRules(part) {
+  const box = element("div");
+  const accuracy = part.accuracy === null ? "" : `, accuracy against the labels ${(part.accuracy * 100).toFixed(1)} %`;
+  box.append(element("div", "livexai-global-note", `depth ${part.depth}: agrees with the model on ${(part.fidelity * 100).toFixed(1)} % of held-out rows${accuracy}`));
+  const list = element("ol", "livexai-rules");
+  for (const rule of part.rules) list.append(element("li", null, rule));
+  box.append(list);
+  return box;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // render
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -1650,6 +2081,14 @@ function render({ model, el }) {
     [[TRAITS.correlation], correlationSection(ctx, layout.correlation)],
     [[TRAITS.sanity], sanitySection(ctx, layout.sanity)],
   ];
+  if (model.get(TRAITS.kind) === "tabular") {
+    sections.push(
+      [[TRAITS.view], tabsSection(ctx, layout.tabs)],
+      [[TRAITS.table, TRAITS.selected, TRAITS.view], tableSection(ctx, layout.rows)],
+      [[TRAITS.local, TRAITS.view], waterfallSection(ctx, layout.waterfall)],
+      [[TRAITS.globalView, TRAITS.view, TRAITS.table], globalSection(ctx, layout.global)],
+    );
+  }
   for (const [names, update] of sections) {
     update();
     for (const name of names) on(`change:${name}`, () => update());

@@ -406,3 +406,40 @@ test("the sanity strip's texts: heading with progress, similarity under each map
   assert.equal(TRAITS.curves, "curves");
   assert.equal(TRAITS.sanity, "sanity");
 });
+
+// -- tables (TabularExplorer) --------------------------------------------------------------------------------------
+test("waterfallSteps: largest contributions first from the base, the rest summed, ending at base + sum", async () => {
+  const { waterfallSteps } = await import("./widget.js");
+  const steps = waterfallSteps([0.5, -2, 0.1, 1], ["a", "b", "c", "d"], 10, 2);
+  assert.deepEqual(steps.map((s) => s.label), ["b", "d", "2 other features"]);
+  assert.equal(steps[0].start, 10);
+  assert.equal(steps[0].end, 8);
+  assert.equal(steps[1].end, 9);
+  assert.ok(Math.abs(steps[2].value - 0.6) < 1e-12);
+  assert.ok(Math.abs(steps.at(-1).end - 9.6) < 1e-12); // 10 + 0.5 - 2 + 0.1 + 1
+  assert.equal(waterfallSteps([1, 2], ["a", "b"], 0).length, 2); // nothing left over: no summed bar
+});
+
+test("sortRows: by prediction, confidence or label, ties in row order, either direction", async () => {
+  const { sortRows } = await import("./widget.js");
+  const rows = { predicted: [1, 0, 1, 0], confidence: [0.9, 0.6, 0.7, 0.99], labels: [1, 1, 0, 0] };
+  assert.deepEqual(sortRows(rows, "row", false), [0, 1, 2, 3]);
+  assert.deepEqual(sortRows(rows, "prediction", false), [1, 3, 0, 2]);
+  assert.deepEqual(sortRows(rows, "confidence", true), [3, 0, 2, 1]);
+  assert.deepEqual(sortRows(rows, "label", false), [2, 3, 0, 1]);
+  assert.deepEqual(sortRows({ ...rows, labels: null }, "label", false), [0, 1, 2, 3]);
+});
+
+test("featureShades and shadeColour: 5th-95th percentile scaling, blue low to red high", async () => {
+  const { featureShades, shadeColour, rankFeatures } = await import("./widget.js");
+  const column = Array.from({ length: 21 }, (_, i) => i);
+  const shades = featureShades(column);
+  assert.equal(shades[0], 0);
+  assert.equal(shades[20], 1);
+  assert.ok(Math.abs(shades[10] - 0.5) < 0.06);
+  assert.deepEqual(featureShades([3, 3, 3]), [0.5, 0.5, 0.5]);
+  assert.equal(shadeColour(0), "rgb(42,113,178)");
+  assert.equal(shadeColour(1), "rgb(186,40,50)");
+  const matrix = { values: new Float32Array([0.1, -3, 1, 0.2, 2, -1]), shape: [2, 3] };
+  assert.deepEqual(rankFeatures(matrix), [1, 2, 0]);
+});

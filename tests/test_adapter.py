@@ -114,7 +114,15 @@ def test_small_calls_skip_the_batch_size_trials_and_the_smallest_the_layout_prob
     adapter.evaluate(20, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
     assert model.sizes == [20]  # no probe below 32 images
     adapter.evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
-    assert model.sizes == [20, 8, 8, 8, 8, 32, 18]  # the layout probe once (4 x 8 images), then default batches
+    assert model.sizes == [
+        20,
+        8,
+        8,
+        8,
+        8,
+        32,
+        18,
+    ]  # the layout probe once (4 x 8 images), then default batches
     adapter.evaluate(50, lambda a, b: inputs[a:b], input_shape=(3, 8, 8))
     assert model.sizes[7:] == [32, 18]  # the layout is remembered
 

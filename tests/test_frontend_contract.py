@@ -16,7 +16,13 @@ import anywidget
 import livexai
 
 WIDGET_JS = Path(__file__).resolve().parents[1] / "js" / "widget.js"
-WIDGETS = (livexai.LimeWidget, livexai.ShapWidget, livexai.LayerWidget, livexai.Explorer)
+WIDGETS = (
+    livexai.LimeWidget,
+    livexai.ShapWidget,
+    livexai.LayerWidget,
+    livexai.Explorer,
+    livexai.TabularExplorer,
+)
 
 
 def js_names(constant: str) -> set[str]:

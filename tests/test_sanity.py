@@ -79,7 +79,9 @@ def test_ssim_of_scaled_maps() -> None:
 
 def test_bad_arguments_say_what_is_expected(shapes_case) -> None:
     model, x = shapes_case
-    with pytest.raises(ValueError, match=r"unknown method 'occlusion'.*'grad_cam'.*'deep_shap'.*'kernel_shap'"):
+    with pytest.raises(
+        ValueError, match=r"unknown method 'occlusion'.*'grad_cam'.*'deep_shap'.*'kernel_shap'"
+    ):
         sanity_check(model, x, "occlusion")
     with pytest.raises(ValueError, match=r"unknown mode 'random'.*'cascading', 'independent'"):
         sanity_check(model, x, "saliency", mode="random")

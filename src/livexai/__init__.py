@@ -46,6 +46,7 @@ _WIDGETS = {
     "ShapWidget": ".widgets.shap",
     "LayerWidget": ".widgets.layer",
     "Explorer": ".widgets.explorer",
+    "TabularExplorer": ".widgets.tabular",
 }
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "ShapSummary",
     "ShapWidget",
     "Surrogate",
+    "TabularExplorer",
     "WeightedRows",
     "__version__",
     "activation_grid",

@@ -130,7 +130,9 @@ def _default_target(adapter: Any, table: torch.Tensor) -> int:
     return int(torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1]).argmax())
 
 
-def _explainer(method: str, background: Any, n_samples: int | None, seed: int) -> Callable[..., Explanation]:
+def row_explainer(
+    method: str, background: Any, n_samples: int | None, seed: int
+) -> Callable[..., Explanation]:
     """``explain(adapter, row, target)`` for one row with ``method``."""
     from .deep import deep_shap
     from .gradients import gradient_shap
@@ -182,7 +184,7 @@ def shap_summary(
     reference = _background(background, table, seed)
     evals_before = adapter.n_evals
     target = _default_target(adapter, table) if target is None else check_int("target", target, 0)
-    explain = _explainer(method, reference, n_samples, seed)
+    explain = row_explainer(method, reference, n_samples, seed)
     values, base_values = [], []
     for index in _rows(table.shape[0], progress):
         if check_cancel is not None:

@@ -11,5 +11,6 @@ from .explorer import Explorer
 from .layer import LayerWidget
 from .lime import LimeWidget
 from .shap import ShapWidget
+from .tabular import TabularExplorer
 
-__all__ = ["ExplainerWidget", "Explorer", "LayerWidget", "LimeWidget", "ShapWidget"]
+__all__ = ["ExplainerWidget", "Explorer", "LayerWidget", "LimeWidget", "ShapWidget", "TabularExplorer"]

@@ -561,17 +561,21 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         Raises ``TimeoutError`` if the computation is still running after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for owner in (self, self._sanity_owner):  # the map's job (and its curves), then a sanity check
+        for owner in self._job_owners():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._runner.wait(owner, remaining):
                 raise TimeoutError(f"{type(self).__name__} still computing after {timeout} s")
         return self.explanation
 
+    def _job_owners(self) -> tuple[object, ...]:
+        """The runner keys of this widget's jobs: its map's job (and curves), then a sanity check."""
+        return (self, self._sanity_owner)
+
     def close(self) -> None:
         runner = getattr(self, "_runner", None)  # absent if __init__ failed before setting it
         if runner is not None:
-            runner.cancel(self)
-            runner.cancel(self._sanity_owner)
+            for owner in self._job_owners():
+                runner.cancel(owner)
         super().close()
 
     # -- static fallback -----------------------------------------------------------------------------------------
