@@ -63,3 +63,23 @@ def test_bad_backgrounds_are_named() -> None:
         livexai.shap_summary(small_mlp(), ROWS, background="kmeans", progress=False)
     with pytest.raises(ValueError, match="method='deep' averages"):
         livexai.shap_summary(small_mlp(), ROWS, background=livexai.kmeans(BACKGROUND, 3), method="deep")
+
+
+def test_kernel_rows_share_their_batches_but_not_their_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livexai._adapter import ModelAdapter
+
+    sizes: list[int] = []
+    evaluate = ModelAdapter.evaluate
+
+    def counted(self: ModelAdapter, n: int, *args: object, **kwargs: object) -> torch.Tensor:
+        sizes.append(n)
+        return evaluate(self, n, *args, **kwargs)
+
+    monkeypatch.setattr(ModelAdapter, "evaluate", counted)
+    summary = livexai.shap_summary(
+        small_mlp(), ROWS, background=BACKGROUND, n_samples=40, target=0, progress=False
+    )
+    per_row = (1 + 40) * len(BACKGROUND)  # the empty coalition and 40 planned ones, once per background row
+    assert summary.n_evals == 12 * (per_row + 1)  # + f(x) per row
+    assert sizes == [12 * per_row]  # all twelve rows' coalitions in one evaluation (16 rows to a batch)
+    assert len({tuple(v.tolist()) for v in summary.values}) == 12  # each row its own values

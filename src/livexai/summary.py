@@ -8,7 +8,7 @@ from exact local ones.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["ShapSummary", "shap_summary"]
 
 METHODS = ("kernel", "deep", "gradient")
+# Rows explained together: KernelSHAP evaluates their coalitions in shared batches (progress and cancel per batch).
+ROWS_PER_BATCH = 16
 KINDS = ("beeswarm", "bar")
 
 
@@ -130,28 +132,51 @@ def _default_target(adapter: Any, table: torch.Tensor) -> int:
     return int(torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1]).argmax())
 
 
-def row_explainer(
-    method: str, background: Any, n_samples: int | None, seed: int
-) -> Callable[..., Explanation]:
-    """``explain(adapter, row, target)`` for one row with ``method``."""
+def explain_rows(
+    adapter: Any,
+    table: torch.Tensor,
+    method: str,
+    background: Any,
+    target: int,
+    *,
+    n_samples: int | None,
+    seed: int,
+    feature_names: list[str] | None = None,
+    check_cancel: Callable[[], None] | None = None,
+    batch_rows: int = ROWS_PER_BATCH,
+) -> Iterator[list[Explanation]]:
+    """Explain the rows of ``table`` with ``method``, ``batch_rows`` at a time, yielding each batch's explanations.
+
+    KernelSHAP evaluates a batch's coalitions together (:func:`~livexai.shap.kernel_shap_rows`); DeepSHAP and
+    GradientSHAP explain its rows one by one. ``check_cancel`` runs before each batch.
+    """
     from .deep import deep_shap
     from .gradients import gradient_shap
-    from .shap import kernel_shap
+    from .shap import kernel_shap_rows
 
-    if method == "kernel":
-        return lambda adapter, row, target: kernel_shap(
-            adapter, row, background=background, target=target, n_samples=n_samples, seed=seed
-        )
     rows = background.rows if isinstance(background, WeightedRows) else background
-    if method == "deep":
-        if isinstance(background, WeightedRows):
-            raise ValueError(
-                "method='deep' averages over background rows equally; pass rows, not a weighted summary"
-            )
-        return lambda adapter, row, target: deep_shap(adapter, row, background=rows, target=target)
-    return lambda adapter, row, target: gradient_shap(
-        adapter, row, background=rows, target=target, n_samples=n_samples or 200, seed=seed
-    )
+    if method == "deep" and isinstance(background, WeightedRows):
+        raise ValueError(
+            "method='deep' averages over background rows equally; pass rows, not a weighted summary"
+        )
+    for start in range(0, table.shape[0], batch_rows):
+        if check_cancel is not None:
+            check_cancel()
+        batch = table[start : start + batch_rows]
+        if method == "kernel":
+            yield kernel_shap_rows(
+                adapter, batch, background=background, target=target, n_samples=n_samples, seed=seed,
+                feature_names=feature_names, check_cancel=check_cancel,
+            )  # fmt: skip
+        elif method == "deep":
+            yield [deep_shap(adapter, row, background=rows, target=target) for row in batch]
+        else:
+            yield [
+                gradient_shap(
+                    adapter, row, background=rows, target=target, n_samples=n_samples or 200, seed=seed
+                )
+                for row in batch
+            ]
 
 
 def shap_summary(
@@ -172,8 +197,9 @@ def shap_summary(
 
     ``background``: reference rows ``(B, F)``, a weighted summary (:func:`livexai.kmeans`), or ``"kmeans:k"``
     (``k`` centres of ``X`` itself). ``target`` None: output 0 of a regressor, or the class predicted most often.
-    Every row uses the same seed, so row ``i``'s values equal a call of the method on that row alone. With
-    ``progress`` a progress bar counts the rows (tqdm, when installed); ``check_cancel`` runs between rows.
+    Every row uses the same seed, so row ``i``'s values equal a call of the method on that row alone; KernelSHAP
+    evaluates 16 rows' coalitions in shared batches. With ``progress`` a progress bar counts the rows (tqdm, when
+    installed); ``check_cancel`` runs between batches of rows.
     """
     began = time.perf_counter()
     method = check_choice("method", method, METHODS)
@@ -184,14 +210,19 @@ def shap_summary(
     reference = _background(background, table, seed)
     evals_before = adapter.n_evals
     target = _default_target(adapter, table) if target is None else check_int("target", target, 0)
-    explain = row_explainer(method, reference, n_samples, seed)
     values, base_values = [], []
-    for index in _rows(table.shape[0], progress):
-        if check_cancel is not None:
-            check_cancel()
-        explanation = explain(adapter, table[index], target)
-        values.append(explanation.attributions)
-        base_values.append(explanation.base_value)
+    bar = _progress_bar(table.shape[0], progress)
+    batches = explain_rows(
+        adapter, table, method, reference, target, n_samples=n_samples, seed=seed, feature_names=names,
+        check_cancel=check_cancel,
+    )  # fmt: skip
+    for explanations in batches:
+        values += [e.attributions for e in explanations]
+        base_values += [e.base_value for e in explanations]
+        if bar is not None:
+            bar.update(len(explanations))
+    if bar is not None:
+        bar.close()
     return ShapSummary(
         values=torch.stack(values),
         base_values=torch.tensor(base_values, dtype=torch.float32),
@@ -205,15 +236,15 @@ def shap_summary(
     )
 
 
-def _rows(n: int, progress: bool) -> Any:
-    """Row indices, with a progress bar when asked for and tqdm is installed."""
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return range(n)
-        return tqdm(range(n), desc="shap_summary", unit="row")
-    return range(n)
+def _progress_bar(n: int, progress: bool) -> Any:
+    """A tqdm progress bar over ``n`` rows when asked for and tqdm is installed, else None."""
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=n, desc="shap_summary", unit="row")
 
 
 def _describe(background: Any) -> str:

@@ -277,28 +277,27 @@ class TabularExplorer(ExplainerWidget[Explanation]):
         context.post(lambda: self._set_global("importance", wire))
 
     def _swarm(self, context: JobContext) -> None:
-        from ..summary import row_explainer
+        from ..summary import explain_rows
 
         n_rows = min(SWARM_ROWS, len(self._table))
         target = self._swarm_target()
-        explain = row_explainer(
-            "kernel", kmeans(self._background, min(10, len(self._background)), seed=self._fixed["seed"]),
-            SWARM_SAMPLES, self._fixed["seed"],
+        centres = kmeans(self._background, min(10, len(self._background)), seed=self._fixed["seed"])
+        batches = explain_rows(
+            self._adapter, self._table[:n_rows], "kernel", centres, target, n_samples=SWARM_SAMPLES,
+            seed=self._fixed["seed"], check_cancel=context.check_cancel, batch_rows=SWARM_STEP,
         )  # fmt: skip
-        values = torch.zeros(n_rows, self._table.shape[1])
-        for index in range(n_rows):
-            context.check_cancel()
-            values[index] = explain(self._adapter, self._table[index], target).attributions
-            done = index + 1
-            if done % SWARM_STEP == 0 or done == n_rows:
-                wire = {
-                    "values": to_wire(values[:done], "float32"),
-                    "data": to_wire(self._table[:done], "float32"),
-                    "done": done,
-                    "total": n_rows,
-                    "target": self._labels[target],
-                }
-                context.post(lambda wire=wire: self._set_global("swarm", wire))
+        values: list[torch.Tensor] = []
+        for explanations in batches:
+            values += [e.attributions for e in explanations]
+            done = len(values)
+            wire = {
+                "values": to_wire(torch.stack(values), "float32"),
+                "data": to_wire(self._table[:done], "float32"),
+                "done": done,
+                "total": n_rows,
+                "target": self._labels[target],
+            }
+            context.post(lambda wire=wire: self._set_global("swarm", wire))
 
     def _swarm_target(self) -> int:
         """The class the beeswarm explains: the one the model predicts most often (output 0 of a regressor)."""
