@@ -65,6 +65,8 @@ def test_kmeans_centres_stand_for_the_whole_table_better_than_a_random_sample_of
 
 
 def test_bad_weights_and_too_many_centres_are_named() -> None:
+    with pytest.raises(ValueError, match=r"pass background=livexai\.kmeans\(X, 8\)"):
+        livexai.kernel_shap(small_mlp(), X, background="kmeans:8")
     with pytest.raises(ValueError, match="k=61 is more than the 60 rows"):
         livexai.kmeans(ROWS, 61)
     with pytest.raises(ValueError, match="2 non-negative numbers"):

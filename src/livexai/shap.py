@@ -200,6 +200,12 @@ def _reference_rows(x: torch.Tensor, background: Any) -> torch.Tensor:
             "kernel_shap on a tabular row needs background=(B, F) reference rows (e.g. 50-100 training rows): "
             "absent features take their values from them"
         )
+    if isinstance(background, str) and background.startswith("kmeans"):
+        count = background.partition(":")[2] or "k"
+        raise ValueError(
+            f"background={background!r} needs the rows to summarise: pass background=livexai.kmeans(X, {count}) "
+            "with your training rows X (shap_summary and TabularExplorer accept 'kmeans:k' for the rows they have)"
+        )
     if isinstance(background, str):
         raise ValueError(f"background={background!r} applies to images; for rows pass a (B, F) tensor")
     return background_rows(background, x)
