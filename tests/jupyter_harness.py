@@ -131,6 +131,27 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+# What the widgets' browser tests show JupyterLab in: a common laptop screen.
+LAPTOP = {"width": 1440, "height": 900}
+
+
+@contextmanager
+def notebook_in_lab(
+    folder: Path, notebook: str, viewport: dict[str, int] = LAPTOP
+) -> Iterator[tuple[Any, list[str]]]:
+    """``folder/notebook`` opened in JupyterLab in headless Chromium with every cell run: the page, and the list
+    that collects the page's JavaScript errors (a test asserts it stays empty)."""
+    with JupyterServer(folder, "lab") as server, chromium() as browser:
+        page = browser.new_page(viewport=viewport)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        run_all_cells(page, server, notebook)
+        try:
+            yield page, errors
+        finally:
+            page.close()
+
+
 def run_all_cells(
     page: Any, server: JupyterServer, notebook: str, app: Literal["lab", "notebook"] = "lab"
 ) -> None:

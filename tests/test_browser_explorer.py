@@ -15,20 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_harness import (
-    BROWSER_TESTS,
-    DARK_THEME,
-    JupyterServer,
-    canvas_pixels,
-    chromium,
-    run_all_cells,
-    set_theme,
-)
+from jupyter_harness import BROWSER_TESTS, DARK_THEME, LAPTOP, canvas_pixels, notebook_in_lab, set_theme
 
 pytestmark = BROWSER_TESTS
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "demo_notebooks" / "01_quickstart.ipynb"
-VIEWPORT = {"width": 1440, "height": 900}  # a common laptop screen
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +28,11 @@ def explorer_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     root = tmp_path_factory.mktemp("quickstart")
     shutil.copy(QUICKSTART, root / QUICKSTART.name)
-    with JupyterServer(root, "lab") as server, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        run_all_cells(page, server, QUICKSTART.name)
+    with notebook_in_lab(root, QUICKSTART.name) as (page, errors):
         explorer = page.locator(".livexai-root[data-kind=explorer]")
         expect(explorer.locator(".livexai-panel .livexai-canvas")).to_have_count(4, timeout=120_000)
         wait_until_done(explorer)
         yield page, explorer, errors
-        page.close()
 
 
 def wait_until_done(explorer: Any) -> None:
@@ -101,8 +87,8 @@ def test_controls_and_all_four_maps_fit_on_a_laptop_screen(explorer_page: Any, s
     assert len(boxes) == 5
     for name, box in boxes.items():
         assert box is not None, name
-        inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"]
-        assert inside and box["y"] + box["height"] <= VIEWPORT["height"], f"{name} {box} is off screen"
+        inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= LAPTOP["width"]
+        assert inside and box["y"] + box["height"] <= LAPTOP["height"], f"{name} {box} is off screen"
     # The maps sit beside the controls, not below them.
     assert boxes["panel 0"]["x"] > boxes["controls"]["x"] + boxes["controls"]["width"]
     page.screenshot(path=str(shots / "explorer-light-page.png"))

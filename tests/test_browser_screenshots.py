@@ -16,10 +16,8 @@ import pytest
 from jupyter_harness import (
     BROWSER_TESTS,
     DARK_THEME,
-    JupyterServer,
     canvas_pixels,
-    chromium,
-    run_all_cells,
+    notebook_in_lab,
     set_theme,
     widget_root,
     write_notebook,
@@ -27,7 +25,6 @@ from jupyter_harness import (
 
 pytestmark = BROWSER_TESTS
 
-VIEWPORT = {"width": 1440, "height": 900}
 IMAGES = "datasets.shapes(16, seed=1)"  # the quick-start images; the first is a maroon circle on green
 SETUP = f"""
 from livexai import datasets, models
@@ -66,17 +63,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("screenshots-lab")
     write_notebook(root / "widgets.ipynb", CELLS)
-    with JupyterServer(root, "lab") as server, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        run_all_cells(page, server, "widgets.ipynb")
+    with notebook_in_lab(root, "widgets.ipynb") as (page, errors):
         for kind in KINDS:
             widget = page.locator(f".livexai-root[data-kind={kind}]")
             expect(widget.locator(".livexai-panel-info")).to_contain_text("computed in", timeout=120_000)
             expect(widget.locator(".livexai-status")).to_have_text("idle", timeout=120_000)
         yield {"page": page, "errors": errors}
-        page.close()
 
 
 def object_mask() -> list[list[bool]]:

@@ -11,20 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_harness import (
-    BROWSER_TESTS,
-    DARK_THEME,
-    JupyterServer,
-    chromium,
-    run_all_cells,
-    set_theme,
-    widget_root,
-    write_notebook,
-)
+from jupyter_harness import BROWSER_TESTS, DARK_THEME, notebook_in_lab, set_theme, widget_root, write_notebook
 
 pytestmark = BROWSER_TESTS
 
-VIEWPORT = {"width": 1440, "height": 900}
 CELLS = [
     "import livexai\n"
     "from livexai import datasets, models\n"
@@ -41,15 +31,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("tabular-lab")
     write_notebook(root / "tables.ipynb", CELLS)
-    with JupyterServer(root, "lab") as server, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        run_all_cells(page, server, "tables.ipynb")
+    with notebook_in_lab(root, "tables.ipynb") as (page, errors):
         widget = widget_root(page, "tabular")
         expect(widget.locator(".livexai-step").first).to_be_visible(timeout=120_000)
         yield {"page": page, "widget": widget, "errors": errors}
-        page.close()
 
 
 def bar_widths(widget: Any) -> list[str]:

@@ -14,10 +14,8 @@ import pytest
 from jupyter_harness import (
     BROWSER_TESTS,
     DARK_THEME,
-    JupyterServer,
     canvas_pixels,
-    chromium,
-    run_all_cells,
+    notebook_in_lab,
     set_theme,
     widget_root,
     write_notebook,
@@ -25,7 +23,6 @@ from jupyter_harness import (
 
 pytestmark = BROWSER_TESTS
 
-VIEWPORT = {"width": 1440, "height": 900}
 CELLS = [
     "from livexai import datasets, models\n"
     "from livexai.widgets import Explorer, LayerWidget\n"
@@ -44,16 +41,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("trust-lab")
     write_notebook(root / "trust.ipynb", CELLS)
-    with JupyterServer(root, "lab") as server, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        run_all_cells(page, server, "trust.ipynb")
+    with notebook_in_lab(root, "trust.ipynb") as (page, errors):
         for kind, panels in (("layer", 1), ("explorer", 4)):
             widget = widget_root(page, kind)
             expect(widget.locator(".livexai-curves-chart")).to_have_count(panels, timeout=120_000)
         yield {"page": page, "errors": errors}
-        page.close()
 
 
 def curve_points(chart: Any) -> list[list[tuple[float, float]]]:
