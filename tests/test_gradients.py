@@ -349,3 +349,26 @@ def test_input_made_under_inference_mode(cnn: SmallCNN) -> None:
     result = saliency(cnn, x, target=0)
     expected = Saliency(cnn).attribute(x.clone()[None].requires_grad_(), target=0)[0].amax(dim=0)
     torch.testing.assert_close(result.attributions, expected)
+
+
+def test_gradient_shap_remembers_the_background_mean_until_the_background_or_the_model_changes() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.randn(4)
+    background = torch.randn(6, 4)
+
+    def run() -> tuple[float, int]:
+        adapter = ModelAdapter(model)
+        result = gradient_shap(adapter, x, background=background, n_samples=4, target=1)
+        return result.base_value, adapter.n_evals
+
+    first, evals_first = run()
+    again, evals_again = run()
+    assert again == first and evals_again == evals_first - 6  # the six background rows were not run again
+    background[0] += 1.0  # an in-place change of the background...
+    changed, evals_changed = run()
+    assert evals_changed == evals_first and changed == pytest.approx(float(model(background)[:, 1].mean()))
+    with torch.no_grad():
+        model[2].bias += 0.5  # ...or of the model is seen
+    shifted, evals_shifted = run()
+    assert evals_shifted == evals_first and shifted == pytest.approx(changed + 0.5, abs=1e-5)

@@ -12,11 +12,16 @@ Gradients are taken with ``torch.autograd.grad`` with respect to the inputs only
 
 from __future__ import annotations
 
+import itertools
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary  # tensors compare elementwise: keys go by identity
 
 from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
@@ -126,10 +131,51 @@ def _block_seed(seed: int, block: int) -> int:
     return (seed * 1_000_003 + block * 7_919 + 12_345) % (2**63 - 1)
 
 
-def _score_of(adapter: ModelAdapter, inputs: torch.Tensor, target: int) -> torch.Tensor:
-    """Scores of output ``target`` for a batch of inputs ``(B, ...)``, no gradients, batched by the adapter."""
-    scores = adapter.evaluate(inputs.shape[0], lambda s, e: inputs[s:e], input_shape=tuple(inputs.shape[1:]))
-    return scores[:, target]
+# E[f(background)] for GradientSHAP's base value, per model and background tensor, held weakly (an entry goes with
+# either). It stays valid while neither changes: the background's version counter, and every parameter's and
+# buffer's memory and version counter, are checked on each use, so an in-place edit, an optimiser step or a
+# load_state_dict recomputes it. Saves one forward pass per background row on every call after the first.
+_BACKGROUND_MEANS: weakref.WeakKeyDictionary[nn.Module, WeakIdKeyDictionary] = weakref.WeakKeyDictionary()
+_BACKGROUND_MEANS_GUARD = threading.Lock()
+
+
+def _model_state(model: nn.Module) -> tuple:
+    """What changes when a model's weights do: each parameter's and buffer's memory and version counter."""
+    return tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def background_mean(adapter: ModelAdapter, background: object, rows: torch.Tensor) -> torch.Tensor:
+    """Mean scores ``(K,)`` of the background ``rows`` (``background`` as the caller gave it), remembered for the
+    same unchanged model and background tensor."""
+    model = adapter.model
+    if (
+        not isinstance(model, nn.Module)
+        or not isinstance(background, torch.Tensor)
+        or background.is_inference()
+    ):
+        return _scores(adapter, rows).mean(dim=0)
+    with adapter.session():
+        key = (
+            background._version,
+            _model_state(model),
+            adapter.output,
+            adapter.autocast,
+            adapter.device,
+            rows.dtype,
+        )
+        with _BACKGROUND_MEANS_GUARD:
+            known = _BACKGROUND_MEANS.setdefault(model, WeakIdKeyDictionary()).get(background)
+        if known is not None and known[0] == key:
+            return known[1]
+        mean = _scores(adapter, rows).mean(dim=0)
+        with _BACKGROUND_MEANS_GUARD:
+            _BACKGROUND_MEANS[model][background] = (key, mean)
+        return mean
+
+
+def _scores(adapter: ModelAdapter, inputs: torch.Tensor) -> torch.Tensor:
+    """Scores ``(B, K)`` of a batch of inputs, no gradients, batched by the adapter."""
+    return adapter.evaluate(inputs.shape[0], lambda s, e: inputs[s:e], input_shape=tuple(inputs.shape[1:]))
 
 
 def _finish(call_: PreparedCall, per_channel: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -289,7 +335,7 @@ def integrated_gradients(
         check_cancel=check_cancel,
     )
     per_channel = difference[0] * path_integral
-    base_value = float(_score_of(call_.adapter, base, call_.target)[0])
+    base_value = float(_scores(call_.adapter, base)[0, call_.target])
     delta = float(per_channel.sum()) - (call_.prediction - base_value)
     kind = "zeros" if baseline is None else "tensor" if isinstance(baseline, torch.Tensor) else "constant"
     params = {
@@ -378,7 +424,7 @@ def gradient_shap(
         batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
     )
-    base_value = float(_score_of(call_.adapter, rows, call_.target).mean())
+    base_value = float(background_mean(call_.adapter, background, rows)[call_.target])
     delta = float(per_channel.sum()) - (call_.prediction - base_value)
     params = {
         "n_samples": n_samples,
