@@ -197,7 +197,11 @@ def test_superpixel_default_budget_keeps_efficiency() -> None:
     assert final.weights.shape == (49,) and final.attributions.shape == (28, 28)
     for step in steps:
         assert abs(float(step.weights.double().sum()) + step.base_value - step.prediction) < 1e-4
-    assert float(final.stderr.max()) < float(steps[0].stderr.max())
+    # Standard errors are trusted from 8 M pairs on (below, the early first chunk's are too small): from there on
+    # they shrink as coalitions accumulate.
+    trusted = [step for step in steps if step.params["n_samples_done"] >= 2 * 8 * 49]
+    assert len(trusted) >= 2 and float(final.stderr.max()) < float(trusted[0].stderr.max())
+    assert steps[0].params["n_samples_done"] <= 32  # the first picture comes after a small first chunk
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ class FlatSequence:
         return min(self.n_items, self.first + -(-(target - self.first) // self.align) * self.align)
 
 
+# Evaluations in a progressive run's first chunk: on a CPU ResNet-18 a first chunk of 100 LIME samples kept the
+# first partial map 1.4 s away; 32 forward passes bring it in about a third of that.
+FIRST_CHUNK = 32
+
+
 def evaluate_chunks(
     adapter: ModelAdapter,
     sequence: FlatSequence,
@@ -81,14 +86,16 @@ def evaluate_chunks(
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Evaluate ``sequence`` chunk by chunk; yield ``(item_start, item_stop, scores)``.
 
-    ``make_batch(start, stop)`` builds inputs ``start..stop`` of the flat sequence of evaluations. A chunk holds
-    about ``chunk_size`` items; once the adapter's batch size is seen, chunks are rounded up to whole batches so
-    streaming costs no extra model calls, and while a chunk fits in one call the next one doubles.
+    ``make_batch(start, stop)`` builds inputs ``start..stop`` of the flat sequence of evaluations. The first chunk
+    holds at most :data:`FIRST_CHUNK` evaluations' worth of items, so a first picture comes after about that many
+    forward passes; later chunks hold about ``chunk_size`` items, rounded up to whole batches once the adapter's
+    batch size is seen (streaming then costs no extra model calls), and while a chunk fits in one call the next
+    one doubles.
     """
     chunk_size = check_int("chunk_size", chunk_size, 1)
     per_item = sequence.evals_per_item
     done = 0
-    want = chunk_size
+    want = min(chunk_size, max(1, FIRST_CHUNK // per_item))
     while done < sequence.n_items:
         stop = sequence.boundary(done + want)
         requested: list[int] = []
