@@ -54,6 +54,9 @@ SECTIONS = {
         "## Widget latency: GPU\n\nNot yet measured: run `python -m benchmarks.latency --device cuda` on a machine "
         "with a CUDA GPU.\n"
     ),
+    "dataset-scaling": (
+        "## Explaining a dataset: local loop and Ray\n\nNot yet measured: run `python -m benchmarks.dataset_scaling`.\n"
+    ),
 }
 
 
