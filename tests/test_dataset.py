@@ -130,6 +130,19 @@ def test_parquet_shards_round_trip(shapes, tmp_path: Path):
     table = on_disk.to_pandas()
     assert list(table["index"]) == list(range(5)) and list(table["method"]) == ["lime"] * 5
     assert list(table["deletion"]) == in_memory.metrics["deletion"]
+    assert (table["attributions"][4] == in_memory[4].attributions.numpy()).all()
+
+
+def test_summary_plot_shows_the_mean_absolute_map(shapes):
+    def signed_mask(model, x, **kwargs):  # maps +1 and -1: their mean absolute value is 1 everywhere
+        explanation = livexai.saliency(model, x)
+        explanation.attributions = torch.where(x[0] > 0.5, 1.0, -1.0)
+        return explanation
+
+    result = explain_dataset(fixed_cnn(), shapes.images[:3], signed_mask, progress=False)
+    figure = result.plot_summary()
+    assert (figure.axes[0].images[0].get_array() == 1.0).all()
+    assert "saliency over 3 inputs" in figure.axes[0].get_title()
 
 
 def test_an_interrupted_run_resumes_with_only_the_missing_shards(shapes, tmp_path: Path):

@@ -479,8 +479,13 @@ class DatasetExplanations(Sequence[Explanation]):
         return _to_table(self._results(), list(self.metrics))
 
     def to_pandas(self) -> pandas.DataFrame:
-        """A pandas DataFrame, one row per input; attributions are numpy arrays in an object column."""
-        return self.to_arrow().to_pandas()
+        """A pandas DataFrame, one row per input; ``attributions`` holds each map as a numpy array of its shape
+        (pyarrow alone would give it flattened)."""
+        table = self.to_arrow()
+        frame = table.drop_columns(["attributions"]).to_pandas()
+        maps = table.column("attributions").combine_chunks().to_numpy_ndarray()
+        frame.insert(table.schema.get_field_index("attributions"), "attributions", list(maps))
+        return frame
 
     @classmethod
     def read(cls, output: str | os.PathLike[str]) -> DatasetExplanations:
