@@ -52,6 +52,8 @@ METHODS: dict[str, Callable[[nn.Module], object]] = {
     "gradient_shap": lambda m: livexai.gradient_shap(m, X, background=BACKGROUND, n_samples=8),
     "deeplift": lambda m: livexai.deeplift(m, X, baseline="blur"),
     "deep_shap": lambda m: livexai.deep_shap(m, X, background=BACKGROUND),
+    "feature_visualization": lambda m: livexai.feature_visualization(m, "4", [0, 1], steps=3, size=16),
+    "top_activating": lambda m: livexai.top_activating(m, "4", 0, BACKGROUND, k=2),
 }
 
 

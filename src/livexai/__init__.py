@@ -17,6 +17,7 @@ from .dataset import DatasetExplanations, explain_dataset
 from .deep import deep_shap, deeplift
 from .distill import Surrogate, distill
 from .explanation import Explanation
+from .featurevis import FeatureVis, TopActivations, feature_visualization, top_activating
 from .gradients import gradient_shap, integrated_gradients, saliency
 from .grid import plot_grid
 from .importance import Importance, permutation_importance
@@ -56,6 +57,7 @@ __all__ = [
     "DatasetExplanations",
     "Explanation",
     "Explorer",
+    "FeatureVis",
     "Importance",
     "LayerInfo",
     "LayerWidget",
@@ -66,6 +68,7 @@ __all__ = [
     "ShapWidget",
     "Surrogate",
     "TabularExplorer",
+    "TopActivations",
     "WeightedRows",
     "__version__",
     "activation_grid",
@@ -80,6 +83,7 @@ __all__ = [
     "energy_pointing_game",
     "explain_classes",
     "explain_dataset",
+    "feature_visualization",
     "grad_cam",
     "gradient_shap",
     "insertion",
@@ -102,6 +106,7 @@ __all__ = [
     "segment",
     "segment_means",
     "shap_summary",
+    "top_activating",
 ]
 
 
