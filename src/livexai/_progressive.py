@@ -83,19 +83,20 @@ def evaluate_chunks(
     input_shape: tuple[int, ...],
     chunk_size: int,
     check_cancel: Callable[[], None] | None = None,
+    early_first: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Evaluate ``sequence`` chunk by chunk; yield ``(item_start, item_stop, scores)``.
 
-    ``make_batch(start, stop)`` builds inputs ``start..stop`` of the flat sequence of evaluations. The first chunk
-    holds at most :data:`FIRST_CHUNK` evaluations' worth of items, so a first picture comes after about that many
-    forward passes; later chunks hold about ``chunk_size`` items, rounded up to whole batches once the adapter's
-    batch size is seen (streaming then costs no extra model calls), and while a chunk fits in one call the next
-    one doubles.
+    ``make_batch(start, stop)`` builds inputs ``start..stop`` of the flat sequence of evaluations. A chunk holds
+    about ``chunk_size`` items, rounded up to whole batches once the adapter's batch size is seen (streaming then
+    costs no extra model calls), and while a chunk fits in one call the next one doubles. With ``early_first``
+    (a run that streams its refits) the first chunk holds at most :data:`FIRST_CHUNK` evaluations' worth of items,
+    so the first picture comes after about that many forward passes, for a model call or two more in all.
     """
     chunk_size = check_int("chunk_size", chunk_size, 1)
     per_item = sequence.evals_per_item
     done = 0
-    want = min(chunk_size, max(1, FIRST_CHUNK // per_item))
+    want = min(chunk_size, max(1, FIRST_CHUNK // per_item)) if early_first else chunk_size
     while done < sequence.n_items:
         stop = sequence.boundary(done + want)
         requested: list[int] = []
@@ -236,6 +237,7 @@ def refits(call: PreparedCall, surrogate: Surrogate[E], schedule: Schedule) -> I
         input_shape=input_shape,
         chunk_size=schedule.chunk_size,
         check_cancel=schedule.check_cancel,
+        early_first=schedule.every_chunk,
     )
     for start, stop, scores in chunks:
         item_scores = scores[:, call.target].to(values.dtype).reshape(-1, sequence.evals_per_item)
