@@ -95,6 +95,11 @@ def resolve_layer(model: object, layer: str | nn.Module) -> tuple[str, nn.Module
     An unknown name raises a ``ValueError`` listing the closest names, so a typo is fixed at a glance.
     """
     root = module_of(model)
+    if isinstance(layer, str) and layer:
+        try:  # the common case, a valid name: found along its path, without listing every module
+            return layer, root.get_submodule(layer)
+        except AttributeError:
+            pass
     named = {name: module for name, module in root.named_modules() if name}
     if isinstance(layer, nn.Module):
         for name, module in named.items():
