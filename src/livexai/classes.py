@@ -10,6 +10,7 @@ import torch
 
 from ._adapter import Model
 from ._call import prepare
+from ._methods import METHODS
 from .explanation import Explanation
 
 __all__ = ["explain_classes"]
@@ -23,20 +24,12 @@ SHARED = ("deeplift", "deep_shap")
 
 def _method(name: str) -> Callable[..., Explanation]:
     """The livexai function called ``name``."""
-    import livexai
-
-    function = getattr(livexai, name, None) if name in _METHOD_NAMES else None
-    if function is None:
+    if name not in METHODS:
         raise ValueError(
-            f"unknown method {name!r}; expected one of {', '.join(map(repr, _METHOD_NAMES))} or a callable "
+            f"unknown method {name!r}; expected one of {', '.join(map(repr, METHODS))} or a callable "
             "(model, x, target=...) -> Explanation"
         )
-    return function
-
-
-_METHOD_NAMES = (
-    "deep_shap", "deeplift", "gradient_shap", "integrated_gradients", "saliency", "grad_cam", "lime", "kernel_shap",
-)  # fmt: skip
+    return METHODS[name]
 
 
 def default_classes(scores: torch.Tensor) -> list[int]:

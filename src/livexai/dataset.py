@@ -25,13 +25,9 @@ import torch
 from torch import nn
 
 from ._adapter import ModelAdapter
-from .cam import grad_cam
-from .deep import deep_shap, deeplift
+from ._methods import METHODS
 from .explanation import Explanation
-from .gradients import gradient_shap, integrated_gradients, saliency
-from .lime import lime
 from .metrics import deletion, energy_pointing_game, insertion, pointing_game
-from .shap import kernel_shap
 
 if TYPE_CHECKING:
     import pandas
@@ -41,20 +37,6 @@ if TYPE_CHECKING:
 Engine = Literal["local", "ray"]
 Method = Callable[..., Explanation]
 
-# The methods a name can ask for; a callable ``(model, x, **kwargs) -> Explanation`` may be passed instead.
-METHODS: dict[str, Method] = {
-    fn.__name__: fn
-    for fn in (
-        lime,
-        kernel_shap,
-        gradient_shap,
-        integrated_gradients,
-        saliency,
-        grad_cam,
-        deeplift,
-        deep_shap,
-    )
-}
 
 # Per-input quality metrics, as one number each: curve areas, 1.0/0.0 for a pointing-game hit.
 # Each takes (model, x, explanation, mask); the pointing games need the input's ground-truth mask.

@@ -22,13 +22,10 @@ from ._adapter import ModelAdapter
 from ._call import prepare
 from ._features import gaussian_blur
 from ._inputs import check_int
+from ._methods import METHODS
 from .cam import default_layer, grad_cam
-from .deep import deep_shap, deeplift
 from .explanation import Explanation
-from .gradients import gradient_shap, integrated_gradients, saliency
-from .lime import lime
 from .metrics import rank_correlation
-from .shap import kernel_shap
 
 # The map "changed materially" once the model was randomised when its Spearman similarity to the original map
 # fell below this: Adebayo et al.'s trustworthy methods (gradients, Grad-CAM) fall to about 0-0.3 on a fully
@@ -160,13 +157,7 @@ def method_names() -> tuple[str, ...]:
 _METHODS: dict[str, Callable[..., Explanation]] = {
     "grad_cam": grad_cam,
     "grad_cam++": partial(grad_cam, plus_plus=True),
-    "saliency": saliency,
-    "integrated_gradients": integrated_gradients,
-    "gradient_shap": gradient_shap,
-    "deeplift": deeplift,
-    "deep_shap": deep_shap,
-    "lime": lime,
-    "kernel_shap": kernel_shap,
+    **METHODS,
 }
 
 
