@@ -19,7 +19,7 @@ import torch
 from ._adapter import Model
 from ._call import as_adapter
 from ._inputs import check_choice, check_int
-from .importance import as_table, column_names
+from .importance import as_table, column_names, r2
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -207,7 +207,7 @@ def distill(
     fidelity = (
         float((predicted == test_answers).mean())
         if task == "classification"
-        else _r2(test_answers, predicted)
+        else r2(torch.as_tensor(test_answers), torch.as_tensor(predicted))
     )
     accuracy = None
     if test_labels is not None and task == "classification":
@@ -247,8 +247,3 @@ def _answers(adapter: Any, table: torch.Tensor, target: int | None) -> tuple[np.
     if scores.shape[1] == 1:
         return scores[:, 0].double().cpu().numpy(), "regression"
     return scores.argmax(dim=1).cpu().numpy(), "classification"
-
-
-def _r2(truth: np.ndarray, predicted: np.ndarray) -> float:
-    total = float(((truth - truth.mean()) ** 2).sum())
-    return 1.0 - float(((truth - predicted) ** 2).sum()) / total if total > 0 else float("nan")

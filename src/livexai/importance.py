@@ -23,7 +23,7 @@ from ._inputs import check_int
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Importance", "permutation_importance", "score_function"]
+__all__ = ["Importance", "permutation_importance", "r2", "score_function"]
 
 Scoring = Callable[[torch.Tensor, torch.Tensor], float]
 SCORINGS = ("accuracy", "neg_log_loss", "r2", "neg_mean_squared_error")
@@ -96,7 +96,8 @@ def _regression_output(scores: torch.Tensor) -> torch.Tensor:
     return scores[:, 0] if scores.ndim == 2 else scores
 
 
-def _r2(y: torch.Tensor, scores: torch.Tensor) -> float:
+def r2(y: torch.Tensor, scores: torch.Tensor) -> float:
+    """The coefficient of determination of predictions ``scores`` (``(N,)`` or ``(N, 1)``) for targets ``y``."""
     prediction, truth = _regression_output(scores).double(), y.double()
     residual = float(((truth - prediction) ** 2).sum())
     total = float(((truth - truth.mean()) ** 2).sum())
@@ -110,7 +111,7 @@ def _neg_mean_squared_error(y: torch.Tensor, scores: torch.Tensor) -> float:
 _SCORES: dict[str, Scoring] = {
     "accuracy": _accuracy,
     "neg_log_loss": _neg_log_loss,
-    "r2": _r2,
+    "r2": r2,
     "neg_mean_squared_error": _neg_mean_squared_error,
 }
 

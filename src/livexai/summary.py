@@ -127,9 +127,12 @@ def _default_target(adapter: Any, table: torch.Tensor) -> int:
     scores = adapter.evaluate(
         table.shape[0], lambda start, stop: table[start:stop], input_shape=(table.shape[1],)
     )
-    if scores.shape[1] == 1:
-        return 0
-    return int(torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1]).argmax())
+    return most_predicted(scores.argmax(dim=1), scores.shape[1])
+
+
+def most_predicted(predicted: torch.Tensor, n_outputs: int) -> int:
+    """The class predicted most often among ``predicted`` ``(N,)`` (output 0 of a one-output regressor)."""
+    return 0 if n_outputs == 1 else int(torch.bincount(predicted, minlength=n_outputs).argmax())
 
 
 def explain_rows(

@@ -301,7 +301,9 @@ class TabularExplorer(ExplainerWidget[Explanation]):
 
     def _swarm_target(self) -> int:
         """The class the beeswarm explains: the one the model predicts most often (output 0 of a regressor)."""
-        return int(torch.bincount(self._predicted, minlength=self._n_outputs).argmax())
+        from ..summary import most_predicted
+
+        return most_predicted(self._predicted, self._n_outputs)
 
     def _tree(self, context: JobContext) -> None:
         from ..distill import distill
