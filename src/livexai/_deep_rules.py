@@ -316,9 +316,16 @@ class _Pass(TorchFunctionMode):
         rule = _RULES.get(func)
         if rule is not None:
             return rule(self, func, args, kwargs)
+        if _name(func) in _LINEAR:
+            return func(*args, **kwargs)
+        return self.without_rule(_name(func), func, args, kwargs)
+
+    def without_rule(self, name: str, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """Run a non-linear call that has no rule; in the input pass, name it in :attr:`unsupported` when it
+        carried a gradient (its plain gradient then stands in for the multiplier)."""
         result = func(*args, **kwargs)
-        if not self.recording and _name(func) not in _LINEAR and _carries_gradient(args, kwargs, result):
-            self.unsupported.add(_name(func))
+        if not self.recording and _carries_gradient(args, kwargs, result):
+            self.unsupported.add(name)
         return result
 
     def references(self, name: str, *tensors: torch.Tensor, copy: bool = False) -> tuple[torch.Tensor, ...]:
@@ -483,13 +490,10 @@ def _one_tensor(mode: _Pass, func: Callable, base: Callable, args: tuple, kwargs
         return _unary(piecewise=False)(mode, _reflected(func), args, kwargs)
     if "pow" in name and _is_float_tensor(a):
         return _unary(piecewise=False, out_of_place=None if base is func else base)(mode, func, args, kwargs)
-    result = func(*args, **kwargs)
     linear = any(part in name for part in ("mul", "matmul", "mm", "mv", "inner", "outer", "einsum")) or (
         "div" in name and _is_float_tensor(a)
     )
-    if not linear and not mode.recording and _carries_gradient(args, kwargs, result):
-        mode.unsupported.add(name)
-    return result
+    return func(*args, **kwargs) if linear else mode.without_rule(name, func, args, kwargs)
 
 
 def _max_like(largest: bool) -> Rule:
@@ -563,11 +567,10 @@ def _rewritten(decomposition: Callable[..., Any]) -> Rule:
             rewritten = decomposition(*args, **kwargs)
         except TypeError:  # a calling form the decomposition does not know
             rewritten = NotImplemented
-        if rewritten is None or rewritten is NotImplemented:
-            result = func(*args, **kwargs)
-            if rewritten is NotImplemented and not mode.recording and _carries_gradient(args, kwargs, result):
-                mode.unsupported.add(_name(func))
-            return result
+        if rewritten is NotImplemented:
+            return mode.without_rule(_name(func), func, args, kwargs)
+        if rewritten is None:
+            return func(*args, **kwargs)
         with mode:
             return rewritten()
 
@@ -811,10 +814,7 @@ def _einsum(mode: _Pass, func: Callable, args: tuple, kwargs: dict) -> Any:
     if len(operands) == 1 and isinstance(operands[0], (tuple, list)):
         operands = list(operands[0])
     if len(operands) != 2:
-        result = func(*args, **kwargs)
-        if not mode.recording and _carries_gradient(tuple(operands), kwargs, result):
-            mode.unsupported.add(f"einsum with {len(operands)} operands")
-        return result
+        return mode.without_rule(f"einsum with {len(operands)} operands", func, args, kwargs)
     return _binary("bilinear", out_of_place=None)(
         mode, lambda a, b: torch.einsum(equation, a, b), (operands[0], operands[1]), {}
     )
