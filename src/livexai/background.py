@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ._inputs import check_int
+from .importance import as_table
 
 __all__ = ["WeightedRows", "kmeans"]
 
@@ -55,8 +56,6 @@ def kmeans(X: Any, k: int, *, seed: int = 0, round_values: bool = True) -> Weigh
     values are moved to the nearest values observed in their column. Pass the result as a KernelSHAP
     ``background`` for rows.
     """
-    from .importance import as_table
-
     table = as_table(X).double()
     k = check_int("k", k, 1)
     if k > table.shape[0]:

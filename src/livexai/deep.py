@@ -25,7 +25,7 @@ import torch
 from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
 from ._deep_rules import InputPass, ReferencePass, Tape
-from ._features import image_fill, row_fill
+from ._features import image_fill, row_fill, subsample_indices
 from ._inputs import check_int
 from .explanation import Explanation
 from .gradients import as_background, check_batch_size
@@ -190,9 +190,8 @@ def _background_references(
     rows = as_background(background, call_.x)
     if background_size is not None:
         size = check_int("background_size", background_size, 1)
-        if size < rows.shape[0]:
-            generator = torch.Generator().manual_seed(seed)
-            rows = rows[torch.randperm(rows.shape[0], generator=generator)[:size].to(rows.device)]
+        if size < rows.shape[0]:  # the same nested subset kernel_shap and the widgets' sliders keep
+            rows = rows[subsample_indices(rows.shape[0], size, seed).to(rows.device)]
     return rows, {"background_size": int(rows.shape[0]), "seed": seed}
 
 
