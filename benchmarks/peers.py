@@ -445,11 +445,15 @@ class Bench:
         self.add("KernelSHAP", "Captum KernelShap", "", lambda: self._captum_sampler("KernelShap"))
 
     # -- gradient methods ----------------------------------------------------------------------------------------
+    def _background(self, size: int) -> torch.Tensor:
+        """``size`` reference images seeded by the size: GradientSHAP and DeepSHAP rows share them."""
+        generator = torch.Generator().manual_seed(size)
+        return (torch.randn(size, *self.x.shape, generator=generator) * 0.5).to(self.device)
+
     def gradient_shap_rows(self) -> None:
         m = self.s.grad_samples
         for size in self.s.backgrounds:
-            generator = torch.Generator().manual_seed(size)
-            background = (torch.randn(size, *self.x.shape, generator=generator) * 0.5).to(self.device)
+            background = self._background(size)
             setting = f"background {size}, {m} samples"
 
             def ours(background: torch.Tensor = background) -> Row:
@@ -498,8 +502,7 @@ class Bench:
 
     def deep_shap_rows(self) -> None:
         for size in self.s.backgrounds:
-            generator = torch.Generator().manual_seed(size)
-            background = (torch.randn(size, *self.x.shape, generator=generator) * 0.5).to(self.device)
+            background = self._background(size)
             setting = f"background {size}"
 
             def ours(background: torch.Tensor = background) -> Row:
