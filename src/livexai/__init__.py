@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from ._adapter import Cancelled, ModelAdapter
+from .attention import Attention, attention
 from .background import WeightedRows, kmeans
 from .cam import default_layer, grad_cam
 from .classes import explain_classes
@@ -52,6 +53,7 @@ _WIDGETS = {
 
 __all__ = [
     "Activations",
+    "Attention",
     "Cancelled",
     "Curve",
     "DatasetExplanations",
@@ -74,6 +76,7 @@ __all__ = [
     "activation_grid",
     "activations",
     "agreement",
+    "attention",
     "count_segments",
     "deep_shap",
     "deeplift",

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ._tokens import TokenCall
+
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
 
@@ -270,7 +272,8 @@ def check_finite(scores: torch.Tensor) -> None:
         raise ValueError(
             f"the model returned NaN or infinite scores for {count} of {scores.shape[0]} inputs; an explanation "
             "of such outputs means nothing. Check the model on perturbed inputs (blurred, zeroed or mean-filled "
-            "regions), e.g. a log or division of values that can reach 0, or use another baseline"
+            "regions), e.g. a log or division of values that can reach 0, or use another baseline. For token "
+            "ids: a sequence with every token removed, where attention has no key left, gives NaN"
         )
 
 
@@ -395,12 +398,14 @@ class ModelAdapter:
         self._lock = model_lock(model)
         self._softmax_checked = False  # output="probs" is checked against the model's first output
         self._plans: dict[tuple, Any] = {}
+        # How to call the model on token ids (set by each call on a sequence input; see livexai._tokens).
+        self.tokens: TokenCall | None = None
         # (source tensor kept alive, its identity key, model-ready copy, scores): f(x) is computed once per input.
         self._cached: tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor | None] | None = None
 
     # -- inputs and outputs -------------------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x`` on the model's device and floating dtype (a copy only when a move is needed).
+        """Return ``x`` on the model's device and floating dtype (token ids stay integers), as a copy.
 
         The same unmodified input (same memory, shape and version) gives back the same prepared tensor, so a
         widget that recomputes on one input moves it once and runs f(x) once.
@@ -410,7 +415,8 @@ class ModelAdapter:
             if self._cached is not None and self._cached[1] == key:
                 return self._cached[2]
             # Always a copy: the model never gets the caller's memory, even a model that changes its input in place.
-            prepared = x.detach().to(device=self.device, dtype=self.dtype, copy=True)
+            dtype = torch.long if self.tokens is not None and not x.is_floating_point() else self.dtype
+            prepared = x.detach().to(device=self.device, dtype=dtype, copy=True)
             self._cached = (x, key, prepared, None)
             return prepared
 
@@ -439,7 +445,14 @@ class ModelAdapter:
         """One forward pass in the output space, with autograd left to the caller (used by gradient methods)."""
         self.n_calls += 1
         self.n_evals += batch.shape[0]
-        return self._to_output_space(self.model(batch), batch.shape[0])
+        return self._to_output_space(self.call_model(batch), batch.shape[0])
+
+    def call_model(self, batch: torch.Tensor, **extra: Any) -> Any:
+        """The model's raw output on ``batch``: token ids go through :attr:`tokens` (by keyword, with an
+        attention mask, for Hugging Face models); ``extra`` keywords are passed on."""
+        if self.tokens is not None and not batch.is_floating_point():
+            return self.tokens(self.model, batch, **extra)
+        return self.model(batch, **extra)
 
     def reduced_precision(self) -> AbstractContextManager[object]:
         """The autocast context for forward passes without gradients (a no-op without ``autocast``)."""

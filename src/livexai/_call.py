@@ -16,6 +16,7 @@ import torch
 
 from ._adapter import Model, ModelAdapter, OutputSpace
 from ._inputs import InputKind, as_greyscale, as_single_input, check_channels, display_image, resolve_target
+from ._tokens import TokenInput, is_token_input, token_input
 from .explanation import Explanation
 
 
@@ -30,6 +31,7 @@ class PreparedCall:
     scores: torch.Tensor
     image: torch.Tensor | None
     feature_names: list[str] | None = None
+    tokens: TokenInput | None = None
     started: float = field(default_factory=time.perf_counter)
     evals_before: int = 0
 
@@ -102,19 +104,31 @@ def prepare(
     """
     started = time.perf_counter()
     adapter = as_adapter(model, output)
-    batch, kind = as_single_input(as_greyscale(adapter.model, x))
+    tokens = token_input(adapter.model, x) if is_token_input(adapter.model, x) else None
+    adapter.tokens = None if tokens is None else tokens.call  # ids stay ids in adapter.prepare
+    if tokens is not None:
+        batch, kind = tokens.ids, "sequence"
+    else:
+        batch, kind = as_single_input(as_greyscale(adapter.model, x))
     if expect is not None and kind != expect:
-        wanted = "an image (C, H, W)" if expect == "image" else "a tabular row (F,)"
-        raise ValueError(f"this method explains {wanted}; got x with shape {tuple(x.shape)}")
+        wanted = {"image": "an image (C, H, W)", "tabular": "a tabular row (F,)"}.get(expect, expect)
+        raise ValueError(
+            f"this method explains {wanted}; got x with shape {tuple(getattr(x, 'shape', batch.shape))}"
+        )
     evals_before = adapter.n_evals
     batch = adapter.prepare(batch)
+    if tokens is not None:
+        tokens = tokens.on(batch)
+        adapter.tokens = tokens.call
     try:
         scores = adapter.scores(batch, compute_scores)
     except RuntimeError as error:  # torch's own message about a convolution's channels, made specific
         check_channels(adapter.model, batch, error)
         raise
-    if feature_names is not None and (kind != "tabular" or len(feature_names) != batch.shape[1]):
-        raise ValueError(f"feature_names has {len(feature_names)} names; expected one per column of x")
+    if feature_names is not None and (kind == "image" or len(feature_names) != batch.shape[1]):
+        raise ValueError(
+            f"feature_names has {len(feature_names)} names; expected one per column (or token) of x"
+        )
     return PreparedCall(
         adapter=adapter,
         x=batch,
@@ -123,6 +137,7 @@ def prepare(
         scores=scores,
         image=display_image(image, batch) if kind == "image" else None,
         feature_names=list(feature_names) if feature_names is not None else None,
+        tokens=tokens,
         started=started,
         evals_before=evals_before,
     )

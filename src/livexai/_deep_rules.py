@@ -681,6 +681,82 @@ def _attention(
     return run
 
 
+def _masked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention scores with a mask applied: True in a bool mask hides a key, a float mask is added."""
+    return scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+
+
+def _multihead_attention(
+    query: Any,
+    key: Any,
+    value: Any,
+    embed_dim_to_check: int,
+    num_heads: int,
+    in_proj_weight: Any,
+    in_proj_bias: Any,
+    bias_k: Any,
+    bias_v: Any,
+    add_zero_attn: bool,
+    dropout_p: float,
+    out_proj_weight: Any,
+    out_proj_bias: Any,
+    training: bool = True,
+    key_padding_mask: Any = None,
+    need_weights: bool = True,
+    attn_mask: Any = None,
+    use_separate_proj_weight: bool = False,
+    q_proj_weight: Any = None,
+    k_proj_weight: Any = None,
+    v_proj_weight: Any = None,
+    static_k: Any = None,
+    static_v: Any = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> Any:
+    """``nn.MultiheadAttention``'s functional form as projections, products and a softmax: batched ``(L, N, E)``
+    inputs without extra key/value biases, zero attention, static keys or dropout."""
+    if (
+        query.ndim != 3
+        or bias_k is not None
+        or bias_v is not None
+        or add_zero_attn
+        or static_k is not None
+        or static_v is not None
+        or (training and dropout_p)
+    ):
+        return NotImplemented
+    separate = (q_proj_weight, k_proj_weight, v_proj_weight)
+    weights = separate if use_separate_proj_weight else in_proj_weight.chunk(3)
+    biases = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
+
+    def heads(x: torch.Tensor, weight: torch.Tensor, bias: Any) -> torch.Tensor:
+        projected = F.linear(x, weight, bias)  # (L, N, E)
+        length, batch, _ = projected.shape
+        return projected.reshape(length, batch * num_heads, -1).transpose(0, 1)  # (N * heads, L, d)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor | None]:
+        length, batch, embed = query.shape
+        q, k, v = (heads(t, w, b) for t, w, b in zip((query, key, value), weights, biases, strict=True))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        scores = scores.view(batch, num_heads, length, k.shape[1])
+        mask = attn_mask
+        if mask is None and is_causal:
+            mask = torch.ones(length, k.shape[1], dtype=torch.bool, device=query.device).triu(1)
+        if mask is not None:
+            scores = _masked(scores, mask.view(-1, num_heads, length, k.shape[1]) if mask.ndim == 3 else mask)
+        if key_padding_mask is not None:
+            scores = _masked(scores, key_padding_mask.view(batch, 1, 1, -1))
+        attention = torch.softmax(scores, dim=-1)
+        mixed = torch.matmul(attention.view(batch * num_heads, length, -1), v)  # (N * heads, L, d)
+        mixed = mixed.transpose(0, 1).reshape(length, batch, embed)
+        output = F.linear(mixed, out_proj_weight, out_proj_bias)
+        if not need_weights:
+            return output, None
+        return output, attention.mean(dim=1) if average_attn_weights else attention
+
+    return run
+
+
 def _reduction_dims(x: torch.Tensor, dim: Any) -> tuple[int, ...]:
     if dim is None:
         return tuple(range(x.ndim))
@@ -795,6 +871,7 @@ def _rule_table() -> dict[Callable, Rule]:
         (F.instance_norm, _instance_norm),
         (F.batch_norm, _batch_norm),
         (F.scaled_dot_product_attention, _attention),
+        (F.multi_head_attention_forward, _multihead_attention),
         (F.normalize, _normalize),
         (torch.linalg.vector_norm, _vector_norm),
         (torch.norm, _tensor_norm),

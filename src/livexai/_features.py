@@ -1,8 +1,9 @@
 """Features and how to switch them off, for LIME and KernelSHAP.
 
-A *feature* is a superpixel of an image or a column of a tabular row. A mask ``(n, M)`` says which of the ``M``
-features keep the input's value (True) and which take a *fill* value (False): a baseline image (blurred, mean,
-zero, ...) or a reference row/image from a background set. Masks are sampled on the input's device with a seeded
+A *feature* is a superpixel of an image, a column of a tabular row, or a token (or word) of a sequence. A mask
+``(n, M)`` says which of the ``M`` features keep the input's value (True) and which take a *fill* value (False):
+a baseline image (blurred, mean, zero, ...), a reference row/image from a background set, or for a sequence a
+mask token or deletion (``_tokens.py``). Masks are sampled on the input's device with a seeded
 ``torch.Generator`` and expanded to inputs batch by batch inside :meth:`ModelAdapter.evaluate`, so memory stays
 bounded and there is no Python loop per sample.
 """
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ._inputs import check_int
+from ._tokens import TokenFeatures, token_features
+
+if TYPE_CHECKING:
+    from ._call import PreparedCall
 
 BASELINES: tuple[str, ...] = ("blur", "mean", "zero", "segment_mean")
 
@@ -315,6 +320,24 @@ class FeatureSpace:
     n_features: int
     fill: torch.Tensor
     fill_weights: torch.Tensor | None = None
+    tokens: TokenFeatures | None = None
+
+    @classmethod
+    def sequence(cls, features: TokenFeatures) -> FeatureSpace:
+        """The tokens (or words) of a sequence as features; one fill, the sequence with every feature removed."""
+        everything_off = torch.zeros(1, features.n_features, dtype=torch.bool, device=features.x.device)
+        return cls(
+            x=features.x,
+            segments=None,
+            n_features=features.n_features,
+            fill=features.inputs(everything_off),
+            tokens=features,
+        )
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """Which feature each pixel ``(H, W)`` or token ``(T,)`` belongs to (-1: none), for ``Explanation.segments``."""
+        return self.tokens.groups if self.tokens is not None else self.segments
 
     @classmethod
     def columns(
@@ -333,14 +356,32 @@ class FeatureSpace:
 
         Images come in memory ``layout``; rows ignore it.
         """
+        if self.tokens is not None:
+            return self.tokens.inputs(masks)
         fill = self.fill[:1] if which is None else self.fill[which]
         if self.segments is None:
             return masked_rows(masks, self.x, fill)
         return masked_images(masks, self.segments, self.x, fill, layout)
 
     def paint(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-feature values ``(M,)`` as attributions: painted on the superpixels ``(H, W)``, or ``(F,)`` as is."""
+        """Per-feature values ``(M,)`` as attributions: painted on the superpixels ``(H, W)`` or the tokens
+        ``(T,)``, or ``(F,)`` as is."""
+        if self.tokens is not None:
+            return self.tokens.paint(values)
         return values if self.segments is None else values[self.segments]
+
+
+def sequence_space(
+    call: PreparedCall, background: object, groups: object, removal: object, mask_token_id: object
+) -> FeatureSpace:
+    """The features of a sequence input: tokens or ``groups`` of them, removed by ``removal``."""
+    if background is not None:
+        raise ValueError(
+            "background= does not apply to token inputs: removed tokens are replaced by mask_token_id "
+            "(removal='replace') or deleted (removal='delete')"
+        )
+    assert call.tokens is not None
+    return FeatureSpace.sequence(token_features(call.tokens, groups, removal, mask_token_id))
 
 
 def describe(baseline: object) -> object:

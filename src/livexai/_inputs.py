@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-InputKind = Literal["image", "tabular"]
+InputKind = Literal["image", "tabular", "sequence"]
 
 
 def as_single_input(x: object, name: str = "x") -> tuple[torch.Tensor, InputKind]:

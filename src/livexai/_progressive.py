@@ -195,7 +195,7 @@ class Step(Generic[E]):
             {**params, "stderr_ratio": self.stderr_ratio, "n_evals_saved": self.n_evals_saved},
             weights=self.fit.values,
             stderr=self.fit.stderr,
-            segments=space.segments,
+            segments=space.labels,
             base_value=base_value,
         )
 

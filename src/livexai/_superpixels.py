@@ -43,7 +43,9 @@ class Superpixels:
 
     def params(self, space: FeatureSpace) -> dict[str, Any]:
         """What an Explanation records about the superpixels of ``space``: their count and how they were made
-        (nothing for tabular rows)."""
+        (nothing for tabular rows; for a sequence, its features and their removal)."""
+        if space.tokens is not None:
+            return space.tokens.params()
         if space.segments is None:
             return {}
         return {

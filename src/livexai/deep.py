@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from ._adapter import Model, ModelAdapter, OutputSpace
+from ._adapter import Model, OutputSpace
 from ._call import PreparedCall, prepare
 from ._deep_rules import InputPass, ReferencePass, Tape
 from ._features import image_fill, row_fill, subsample_indices
 from ._inputs import check_int
 from .explanation import Explanation
-from .gradients import as_background, check_batch_size
+from .gradients import AttributedInput, as_background, check_batch_size, sequence_baseline
 
 __all__ = ["deep_shap", "deeplift"]
 
@@ -55,7 +55,9 @@ def deep_attributions(
     References go through the model in batches: one recorded forward pass on the references without autograd,
     one replayed pass on copies of ``x`` with autograd, then one backward pass per target over the same graph.
     """
-    adapter, x1 = call_.adapter, call_.x
+    adapter = call_.adapter
+    attributed = AttributedInput(call_, None)  # a sequence's embeddings, else x itself
+    x1, forward = attributed.x, attributed.forward or adapter.forward
     if isinstance(adapter.model, torch.jit.ScriptModule):
         raise TypeError(
             "deeplift and deep_shap need an eager PyTorch model: TorchScript runs its operations where torch's "
@@ -70,11 +72,11 @@ def deep_attributions(
 
     def step(start: int, stop: int, layout: torch.memory_format) -> None:
         refs = references[start:stop].contiguous(memory_format=layout)
-        reference_scores, tape = _record(adapter, refs)
+        reference_scores, tape = _record(forward, refs)
         leaf = x1.expand(stop - start, *shape).contiguous(memory_format=layout).requires_grad_(True)
         replay = InputPass(tape)
         with replay:
-            scores = adapter.forward(leaf.clone())  # a copy: a model may change its input in place
+            scores = forward(leaf.clone())  # a copy: a model may change its input in place
         replay.finish()
         unsupported.update(replay.unsupported)
         if not scores.requires_grad:
@@ -148,13 +150,13 @@ def deep_explanations(
     return explanations
 
 
-def _record(adapter: ModelAdapter, refs: torch.Tensor) -> tuple[torch.Tensor, Tape]:
+def _record(forward: Callable[[torch.Tensor], torch.Tensor], refs: torch.Tensor) -> tuple[torch.Tensor, Tape]:
     """The reference pass: the references' scores and the tape of what their non-linear operations saw."""
     for copy in (False, True):  # by reference first; with copies if the model overwrote a recorded tensor
         tape: Tape = []
         recorder = ReferencePass(tape, copy=copy)
         with torch.no_grad(), recorder:
-            scores = adapter.forward(refs)
+            scores = forward(refs)
         if not recorder.overwritten():
             break
     return scores, tape
@@ -165,7 +167,10 @@ def _finish(
 ) -> Explanation:
     """Package target ``index``'s result: channels summed for images, the completeness gap."""
     per_channel = result.per_channel[index]
-    attributions = per_channel.sum(dim=0) if call_.kind == "image" else per_channel
+    if call_.kind == "sequence":
+        attributions = per_channel.sum(dim=-1)  # (T, D) embeddings: one score a token
+    else:
+        attributions = per_channel.sum(dim=0) if call_.kind == "image" else per_channel
     base_value = float(result.reference_scores[index])
     params = {
         **params,
@@ -177,7 +182,12 @@ def _finish(
 
 
 def _baseline_reference(call_: PreparedCall, baseline: Any = "zero") -> tuple[torch.Tensor, dict[str, Any]]:
-    """DeepLIFT's single reference ``(1, ...)``: ``"zero"``, ``"blur"``, ``"mean"`` (images), a number or a tensor."""
+    """DeepLIFT's single reference ``(1, ...)``: ``"zero"``, ``"blur"``, ``"mean"`` (images), a number or a tensor;
+    for token ids, the embeddings of ``"zero"`` the pad id in place of every real token, or of reference ids."""
+    if call_.kind == "sequence":
+        attributed = AttributedInput(call_, None)
+        reference = sequence_baseline(attributed, None if isinstance(baseline, str) else baseline)
+        return reference, {"baseline": "pad tokens" if isinstance(baseline, str) else "token ids"}
     reference = image_fill(call_.x, baseline) if call_.kind == "image" else row_fill(call_.x, baseline)
     return reference, {"baseline": baseline if isinstance(baseline, str) else type(baseline).__name__}
 
@@ -187,7 +197,12 @@ def _background_references(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """DeepSHAP's references: ``background`` rows, or a seeded random subset of ``background_size`` of them."""
     seed = check_int("seed", seed, 0)
-    rows = as_background(background, call_.x)
+    if call_.kind == "sequence":
+        if not isinstance(background, torch.Tensor) or background.is_floating_point():
+            raise TypeError("for token inputs, background must be reference token ids (B, T)")
+        rows = AttributedInput(call_, None).embed_ids(background)
+    else:
+        rows = as_background(background, call_.x)
     if background_size is not None:
         size = check_int("background_size", background_size, 1)
         if size < rows.shape[0]:  # the same nested subset kernel_shap and the widgets' sliders keep

@@ -26,7 +26,9 @@ from torch.utils.weak import WeakIdKeyDictionary  # tensors compare elementwise:
 from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
 from ._inputs import check_choice, check_float, check_int
+from ._tokens import EmbeddingPath, embedding_layer
 from .explanation import Explanation
+from .layers import resolve_layer
 
 __all__ = ["gradient_shap", "integrated_gradients", "saliency"]
 
@@ -36,9 +38,13 @@ IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_trapezoid")
 # Noise is drawn in fixed blocks of samples, each from its own seeded generator, so the result of a seed does not
 # depend on the batch size (which adapts to memory) and no more than one batch of noise is ever held.
 _NOISE_BLOCK = 8
+# Embedded inputs scored at once when gradient methods compute a base value on a sequence.
+_SCORE_CHUNK = 64
 
 # make_batch(start, stop) -> (inputs (stop - start, ...), factor broadcastable to them, or a number)
 MakeBatch = Callable[[int, int], tuple[torch.Tensor, Any]]
+# A batch of inputs (N, ...) -> scores (N, K), with autograd
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 # -- the shared engine -------------------------------------------------------------------------------------------
@@ -52,6 +58,7 @@ def _gradient_sum(
     absolute: bool = False,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    forward: Forward | None = None,
 ) -> torch.Tensor:
     """``sum_i factor_i * g_i`` over ``n`` inputs, where ``g_i`` is the gradient of output ``target`` at input ``i``.
 
@@ -60,6 +67,7 @@ def _gradient_sum(
     by its absolute value before weighting. Returns a tensor ``input_shape`` on the model's device.
     The model runs in eval mode (inputs of a batch are independent, so one backward pass of the summed scores
     gives every input's gradient). ``check_cancel`` runs between batches and may raise :class:`Cancelled`.
+    ``forward`` maps a batch of inputs to scores (default: the adapter's; a sequence's embedding path).
     """
     # Summed in at least float32: thousands of half-precision gradients would lose the small ones.
     total = torch.zeros(
@@ -69,7 +77,9 @@ def _gradient_sum(
     def step(start: int, stop: int, layout: torch.memory_format) -> None:
         inputs, factor = make_batch(start, stop)
         total.add_(
-            _weighted_gradients(adapter, inputs.contiguous(memory_format=layout), factor, target, absolute)
+            _weighted_gradients(
+                forward or adapter.forward, inputs.contiguous(memory_format=layout), factor, target, absolute
+            )
         )
 
     with adapter.session(), torch.enable_grad():
@@ -94,11 +104,11 @@ def input_leaf(x: torch.Tensor) -> torch.Tensor:
 
 
 def _weighted_gradients(
-    adapter: ModelAdapter, inputs: torch.Tensor, factor: torch.Tensor | float, target: int, absolute: bool
+    forward: Forward, inputs: torch.Tensor, factor: torch.Tensor | float, target: int, absolute: bool
 ) -> torch.Tensor:
     """``sum_i factor_i * g_i`` for one batch (``|g_i|`` with ``absolute``), shape ``inputs.shape[1:]``."""
     inputs = input_leaf(inputs)
-    scores = adapter.forward(inputs)
+    scores = forward(inputs)
     if not scores.requires_grad:
         raise ValueError(
             "the model's output does not depend on its input through autograd (it detaches, converts to numpy or "
@@ -179,10 +189,81 @@ def _scores(adapter: ModelAdapter, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def _finish(call_: PreparedCall, per_channel: torch.Tensor, reduce: str) -> torch.Tensor:
-    """Attributions for display: ``(H, W)`` for an image (channels summed or max-reduced), ``(F,)`` for a row."""
+    """Attributions for display: ``(H, W)`` for an image (channels summed or max-reduced), ``(T,)`` for a
+    sequence (summed over the embedding), ``(F,)`` for a row."""
+    if call_.kind == "sequence":
+        return per_channel.sum(dim=-1)
     if call_.kind != "image":
         return per_channel
     return per_channel.amax(dim=0) if reduce == "max" else per_channel.sum(dim=0)
+
+
+class AttributedInput:
+    """What gradients are taken with respect to: ``x`` itself, or for a sequence of token ids the output of
+    its embedding ``layer`` (default: the input embedding), which the model then runs from."""
+
+    def __init__(self, call_: PreparedCall, layer: str | nn.Module | None) -> None:
+        self.call = call_
+        self.path: EmbeddingPath | None = None
+        if call_.kind != "sequence":
+            if layer is not None:
+                raise ValueError(
+                    "layer= applies to token inputs (attributions at an embedding layer); for an image or row "
+                    "the attributions are at the input"
+                )
+            self.x = call_.x
+            return
+        model = call_.adapter.model
+        if layer is None:
+            found = embedding_layer(model)
+            if found is None:
+                raise ValueError(
+                    "the model has no embedding layer; pass layer= (the layer that embeds the ids)"
+                )
+            layer = found
+        name, module = resolve_layer(model, layer)
+        self.path = EmbeddingPath(module, name, call_.x)
+        self.x = self.path.embed(call_.x)
+
+    @property
+    def forward(self) -> Forward | None:
+        """The forward pass from attributed inputs (None: the adapter's own)."""
+        path = self.path
+        if path is None:
+            return None
+        adapter = self.call.adapter
+
+        def from_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
+            with path.replaced(embeddings):
+                return adapter.forward(path.ids_for(embeddings.shape[0]))
+
+        return from_embeddings
+
+    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, K)`` of attributed inputs, no gradients."""
+        if self.path is None:
+            return _scores(self.call.adapter, inputs)
+        forward = self.forward
+        assert forward is not None
+        with self.call.adapter.session(), torch.inference_mode():
+            return torch.cat([forward(chunk) for chunk in inputs.split(_SCORE_CHUNK)])
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Reference token ids ``(B, T)`` (or ``(T,)``) as embeddings ``(B, T, D)``."""
+        assert self.path is not None
+        ids = ids.reshape(-1, ids.shape[-1]).to(self.x.device)
+        if ids.shape[1] != self.x.shape[1]:
+            raise ValueError(
+                f"reference token ids have length {ids.shape[1]}; expected the length of x ({self.x.shape[1]})"
+            )
+        return self.path.embed(ids)
+
+    def params(self) -> dict[str, Any]:
+        return {} if self.path is None else {"layer": self.path.name}
+
+
+def _is_ids(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool
 
 
 def check_batch_size(batch_size: int | None) -> int | None:
@@ -203,6 +284,7 @@ def saliency(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
 ) -> Explanation:
     """Gradient of ``target`` with respect to the input (Simonyan et al., 2014); SmoothGrad when
     ``smooth_samples > 0`` (Smilkov et al., 2017): the gradient averaged over noisy copies of ``x``.
@@ -211,7 +293,9 @@ def saliency(
     SmoothGrad paper found 10–20 % best, hence 0.15. With ``abs`` each gradient's absolute value is averaged
     (Captum's ``Saliency`` + ``NoiseTunnel``) and an image map is the max over channels, as in Simonyan et al.;
     without, signed gradients are averaged and summed over channels. Attributions are ``(H, W)`` for an image,
-    ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``.
+    ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``. For token ids ``(T,)`` the gradient is
+    taken at the output of the embedding ``layer`` (default: the input embedding) and summed over the
+    embedding dimension, ``(T,)`` (absolute values summed with ``abs``).
     """
     smooth_samples = check_int("smooth_samples", smooth_samples, 0)
     noise = check_float("noise", noise, 0.0)
@@ -219,7 +303,8 @@ def saliency(
     if not isinstance(abs, bool):
         raise TypeError(f"abs must be True or False, got {abs!r}")
     call_ = prepare(model, x, target=target, output=output, image=image)
-    x1 = call_.x
+    attributed = AttributedInput(call_, layer)
+    x1 = attributed.x
     shape = tuple(x1.shape[1:])
     sigma = noise * float(x1.max() - x1.min())
     n = max(smooth_samples, 1)
@@ -238,8 +323,13 @@ def saliency(
         absolute=abs,
         batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
+        forward=attributed.forward,
     )
     attributions = _finish(call_, grads, "max" if abs else "sum")
+    if call_.tokens is not None:
+        attributions = (
+            attributions * call_.tokens.content
+        )  # padding has a gradient but is not part of the text
     method = "smoothgrad" if smooth_samples else "saliency"
     params = {
         "smooth_samples": smooth_samples,
@@ -248,6 +338,7 @@ def saliency(
         "seed": seed,
         "abs": abs,
         "per_channel": grads.detach().to("cpu", torch.float32),
+        **attributed.params(),
     }
     return call_.explanation(method, attributions, params)
 
@@ -302,6 +393,7 @@ def integrated_gradients(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
 ) -> Explanation:
     """Integrated gradients (Sundararajan et al., 2017): ``(x - b) * integral of grad f(b + a (x - b)) da``.
 
@@ -310,12 +402,18 @@ def integrated_gradients(
     the quadrature error: ``params["delta"]`` is the gap. Attributions are summed over channels to ``(H, W)``
     for an image, ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``; ``base_value`` is
     ``f(baseline)``.
+
+    Token ids ``(T,)``: the path runs between embeddings, at the output of the embedding ``layer`` (default:
+    the input embedding), and attributions are summed over the embedding dimension, ``(T,)``. ``baseline`` is
+    then None (every real token replaced by the pad id, or zero vectors when the model has no pad id),
+    reference token ids ``(T,)``, or embeddings ``(T, D)``.
     """
     n_steps = check_int("n_steps", n_steps, 1)
     method = check_choice("method", method, IG_METHODS)
     call_ = prepare(model, x, target=target, output=output, image=image)
-    x1 = call_.x
-    base = _as_baseline(baseline, x1)
+    attributed = AttributedInput(call_, layer)
+    x1 = attributed.x
+    base = sequence_baseline(attributed, baseline) if attributed.path else _as_baseline(baseline, x1)
     alphas, weights = path_points(n_steps, method)
     view = (-1,) + (1,) * (x1.ndim - 1)
     alphas_t = torch.as_tensor(alphas, device=x1.device, dtype=x1.dtype).view(view)
@@ -333,21 +431,45 @@ def integrated_gradients(
         input_shape=tuple(x1.shape[1:]),
         batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
+        forward=attributed.forward,
     )
     per_channel = difference[0] * path_integral
-    base_value = float(_scores(call_.adapter, base)[0, call_.target])
+    base_value = float(attributed.scores(base)[0, call_.target])
     delta = float(per_channel.sum()) - (call_.prediction - base_value)
-    kind = "zeros" if baseline is None else "tensor" if isinstance(baseline, torch.Tensor) else "constant"
     params = {
         "n_steps": n_steps,
         "method": method,
         "delta": delta,
-        "baseline": kind,
+        "baseline": _baseline_kind(baseline, attributed),
         "per_channel": per_channel.detach().to("cpu", torch.float32),
+        **attributed.params(),
     }
     return call_.explanation(
         "integrated_gradients", _finish(call_, per_channel, "sum"), params, base_value=base_value
     )
+
+
+def sequence_baseline(attributed: AttributedInput, baseline: object) -> torch.Tensor:
+    """A sequence's IG baseline as embeddings ``(1, T, D)``: the pad id in place of every real token (None),
+    reference token ids, or embeddings shaped like x's."""
+    tokens = attributed.call.tokens
+    assert tokens is not None
+    if baseline is None:
+        pad = tokens.call.pad_token_id
+        if pad is None:
+            return torch.zeros_like(attributed.x)
+        return attributed.embed_ids(torch.where(tokens.content, pad, tokens.ids))
+    if _is_ids(baseline):
+        return attributed.embed_ids(baseline)  # type: ignore[arg-type]
+    return _as_baseline(baseline, attributed.x)
+
+
+def _baseline_kind(baseline: object, attributed: AttributedInput) -> str:
+    if baseline is None:
+        return "pad tokens" if attributed.path is not None else "zeros"
+    if _is_ids(baseline) and attributed.path is not None:
+        return "token ids"
+    return "tensor" if isinstance(baseline, torch.Tensor) else "constant"
 
 
 # -- GradientSHAP ------------------------------------------------------------------------------------------------
@@ -384,6 +506,7 @@ def gradient_shap(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
 ) -> Explanation:
     """GradientSHAP / expected gradients (Lundberg & Lee, 2017; Erion et al., 2021).
 
@@ -393,13 +516,23 @@ def gradient_shap(
     sum estimates ``f(x) - E[f(background)]``; ``base_value`` is the mean of f over ``background`` ``(B, ...)``
     and ``params["delta"]`` the completeness gap (sampling error). Attributions are summed over channels to
     ``(H, W)`` for an image, ``(F,)`` for a row; ``params["per_channel"]`` keeps ``(C, H, W)``.
+
+    Token ids ``(T,)``: ``background`` is reference token ids ``(B, T)``; the draws run between their
+    embeddings and x's at the embedding ``layer`` (default: the input embedding), and attributions are summed
+    over the embedding dimension, ``(T,)``.
     """
     n_samples = check_int("n_samples", n_samples, 1)
     stdev = check_float("stdev", stdev, 0.0)
     seed = check_int("seed", seed, 0)
     call_ = prepare(model, x, target=target, output=output, image=image)
-    x1 = call_.x
-    rows = as_background(background, x1)
+    attributed = AttributedInput(call_, layer)
+    x1 = attributed.x
+    if attributed.path is not None:
+        if not _is_ids(background):
+            raise TypeError("for token inputs, background must be reference token ids (B, T)")
+        rows = attributed.embed_ids(background)
+    else:
+        rows = as_background(background, x1)
     shape = tuple(x1.shape[1:])
     view = (-1,) + (1,) * len(shape)
     # Indices and alphas are tiny: drawn once on the CPU, so a seed gives the same draws on every device.
@@ -423,8 +556,13 @@ def gradient_shap(
         input_shape=shape,
         batch_size=check_batch_size(batch_size),
         check_cancel=check_cancel,
+        forward=attributed.forward,
     )
-    base_value = float(background_mean(call_.adapter, background, rows)[call_.target])
+    if attributed.path is not None:
+        mean = attributed.scores(rows).mean(dim=0)
+    else:
+        mean = background_mean(call_.adapter, background, rows)
+    base_value = float(mean[call_.target])
     delta = float(per_channel.sum()) - (call_.prediction - base_value)
     params = {
         "n_samples": n_samples,
@@ -433,6 +571,7 @@ def gradient_shap(
         "background_size": int(rows.shape[0]),
         "delta": delta,
         "per_channel": per_channel.detach().to("cpu", torch.float32),
+        **attributed.params(),
     }
     return call_.explanation(
         "gradient_shap", _finish(call_, per_channel, "sum"), params, base_value=base_value

@@ -25,11 +25,13 @@ from ._features import (
     lime_masks,
     quartile_fill,
     row_fill,
+    sequence_space,
 )
 from ._inputs import check_float
 from ._progressive import FlatSequence, Schedule, Step, final_result, refits
 from ._superpixels import Superpixels
 from ._surrogate import RidgeFit, lime_kernel, weighted_ridge
+from ._tokens import Removal
 from .explanation import Explanation
 
 # Early stopping trusts the standard errors only from this many samples per feature on (with fewer, tol=0.05
@@ -61,13 +63,18 @@ def iter_lime(
     segmentation_options: dict[str, Any] | None = None,
     check_cancel: Callable[[], None] | None = None,
     every_chunk: bool = True,
+    groups: Any = None,
+    mask_token_id: int | None = None,
+    removal: Removal = "replace",
 ) -> Iterator[Explanation]:
     """Yield LIME explanations of ``x`` refined after every chunk of about ``chunk_size`` samples.
 
     Parameters
     ----------
     model: an ``nn.Module`` or callable mapping a batch to scores ``(N, K)``, or a :class:`ModelAdapter`.
-    x: an image ``(C, H, W)`` or a tabular row ``(F,)`` (a leading batch of 1 is accepted), model-ready.
+    x: an image ``(C, H, W)`` or a tabular row ``(F,)`` (a leading batch of 1 is accepted), model-ready; or a
+        sequence of token ids ``(T,)`` (an integer tensor, or a tokenizer's ``input_ids``/``attention_mask``
+        mapping) for a model that starts with an embedding.
     target: output index to explain (None: the arg-max).
     n_segments, segmentation, segmentation_options: superpixels from :func:`livexai.segmentation.segment`
         run on the display image ``image`` (or on ``x`` when None); ``segments`` ``(H, W)`` overrides them.
@@ -94,6 +101,11 @@ def iter_lime(
     check_cancel: called between model batches; may raise :class:`livexai.Cancelled`.
     every_chunk: refit and yield after every chunk (False: only the final result, fitted once, as
         :func:`lime` does; the chunks still stop early with ``tol``).
+    groups, mask_token_id, removal: sequences only. Features are tokens, or with ``groups`` (one int or None
+        per token, e.g. a tokenizer's ``word_ids()``) words of several tokens; padding and None are never
+        features. An off feature's tokens are replaced by ``mask_token_id`` (default: the model's pad id)
+        with ``removal="replace"``, or deleted (``"delete"``: the rest shift left, the end is padded).
+        ``attributions`` are then ``(T,)`` per token and ``segments`` ``(T,)`` each token's feature (-1: none).
 
     Each yielded :class:`Explanation` carries ``weights``, ``stderr``, ``base_value`` (intercept),
     ``params["score"]`` (weighted R², as lime's ``score``), ``params["n_samples_done"]``.
@@ -108,10 +120,14 @@ def iter_lime(
     call = prepare(model, x, target=target, output=output, image=image, feature_names=feature_names)
     _check_discretize(call, discretize, background)
     superpixels = Superpixels(n_segments, segments, segmentation, segmentation_options, image, blur_sigma)
-    space = _feature_space(call, superpixels, baseline, background)
+    if call.kind == "sequence":
+        space = sequence_space(call, background, groups, removal, mask_token_id)
+    else:
+        space = _feature_space(call, superpixels, baseline, background)
     n_samples = check_n_samples(n_samples, space.n_features)
     run = _draw(call, space, n_samples, seed, discretize, kernel_width, alpha)
-    params = run.params("background" if background is not None else describe(baseline), seed)
+    described = "background" if background is not None else describe(baseline)
+    params = run.params(None if space.tokens is not None else described, seed)
     params.update(**schedule.params(), **superpixels.params(space), **run.quartile_params())
     for step in refits(call, run, schedule):
         yield _explanation(call, run.space, params, step)

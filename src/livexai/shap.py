@@ -34,12 +34,14 @@ from ._features import (
     check_n_samples,
     describe,
     generator,
+    sequence_space,
     subsample_indices,
 )
 from ._inputs import check_int
 from ._progressive import FlatSequence, Schedule, Step, StopRule, final_result, refits
 from ._superpixels import Superpixels
 from ._surrogate import MAX_INTERACTION_FEATURES, shapley_regression, solve_dtype
+from ._tokens import Removal
 from .background import WeightedRows
 from .explanation import Explanation
 
@@ -73,6 +75,9 @@ def iter_kernel_shap(
     segmentation_options: dict[str, Any] | None = None,
     check_cancel: Callable[[], None] | None = None,
     every_chunk: bool = True,
+    groups: Any = None,
+    mask_token_id: int | None = None,
+    removal: Removal = "replace",
 ) -> Iterator[Explanation]:
     """Yield KernelSHAP estimates of ``x``'s Shapley values refined after every chunk of coalitions.
 
@@ -101,6 +106,8 @@ def iter_kernel_shap(
         once the adapter has tuned its CPU batch plan, or always with ``ModelAdapter(model, batch_size=...)``).
     every_chunk: refit and yield after every chunk (False: only the final result, fitted once, as
         :func:`kernel_shap` does; the chunks still stop early with ``tol``).
+    groups, mask_token_id, removal: sequences of token ids, as in :func:`livexai.lime`: an absent token (or
+        word) is replaced by ``mask_token_id`` (default: the pad id) or deleted; ``background`` must be None.
 
     ``stderr``: stratified sandwich standard error of each value over the random choice of coalitions, with the
     finite-population correction (0 for sizes evaluated in full; all 0 when exact).
@@ -110,7 +117,10 @@ def iter_kernel_shap(
         raise TypeError(f"interactions must be True, False or None (automatic), got {interactions!r}")
     call = prepare(model, x, target=target, output=output, image=image, feature_names=feature_names)
     superpixels = Superpixels(n_segments, segments, segmentation, segmentation_options, image, blur_sigma)
-    space, described = _feature_space(call, superpixels, background, background_size)
+    if call.kind == "sequence":
+        space, described = sequence_space(call, background, groups, removal, mask_token_id), None
+    else:
+        space, described = _feature_space(call, superpixels, background, background_size)
     space, kept = _subsample(space, described, background_size, seed)
     m = space.n_features
     budget = _budget(m, n_samples)
