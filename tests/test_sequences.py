@@ -213,7 +213,10 @@ def _tiny_bert() -> nn.Module:
 
 def test_a_hugging_face_text_model_takes_a_tokenizer_mapping_with_its_attention_mask() -> None:
     model = _tiny_bert()
-    encoded = {"input_ids": torch.tensor([[2, 5, 7, 9, 3, PAD]]), "attention_mask": torch.tensor([[1] * 5 + [0]])}
+    encoded = {
+        "input_ids": torch.tensor([[2, 5, 7, 9, 3, PAD]]),
+        "attention_mask": torch.tensor([[1] * 5 + [0]]),
+    }
     implementation = model.config._attn_implementation
     result = livexai.attention(model, encoded)
     assert len(result.weights) == 2 and result.weights[0].shape == (2, 6, 6)
@@ -254,7 +257,9 @@ def test_a_model_without_pad_id_needs_a_mask_token() -> None:
     with pytest.raises(ValueError, match="pass mask_token_id="):
         livexai.kernel_shap(model, IDS[:6])
     explanation = livexai.kernel_shap(model, IDS[:6], target=0, mask_token_id=PAD)
-    torch.testing.assert_close(explanation.attributions, model.contributions(IDS[:6], 0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        explanation.attributions, model.contributions(IDS[:6], 0), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_integer_rows_for_a_model_without_an_embedding_are_still_tabular() -> None:
