@@ -2,6 +2,8 @@
 
 - :func:`shapes`: synthetic RGB images of four shape classes over cluttered backgrounds, each with the ground-truth
   object mask, so an image explanation can be scored against where the evidence really is.
+- :func:`reviews`: synthetic English product reviews from a small grammar, as padded token ids, with the
+  rationale tokens (sentiment word, negation, intensifier) that decide each label: the text twin of ``shapes``.
 - :func:`digits` and :func:`breast_cancer`: scikit-learn's bundled data sets as tensors, with a fixed train/test
   split that the shipped models (:mod:`livexai.models`) were trained on.
 """
@@ -13,25 +15,40 @@ from typing import Any, NamedTuple
 
 import torch
 
+from . import _reviews
 from ._inputs import check_choice, check_int
 
 __all__ = [
     "DIGIT_CLASSES",
+    "PAD_ID",
+    "REVIEW_CLASSES",
+    "REVIEW_LENGTH",
+    "REVIEW_VOCAB",
     "SHAPE_CLASSES",
+    "UNK_ID",
     "BreastCancer",
     "Digits",
+    "Reviews",
     "Shapes",
     "breast_cancer",
     "digits",
+    "reviews",
     "shapes",
 ]
 
 SHAPE_CLASSES: list[str] = ["circle", "square", "triangle", "cross"]
 DIGIT_CLASSES: list[str] = [str(d) for d in range(10)]
+REVIEW_CLASSES: list[str] = ["negative", "positive"]
+REVIEW_VOCAB: tuple[str, ...] = _reviews.VOCAB  # token id -> word; the same for every call of reviews()
+PAD_ID, UNK_ID = REVIEW_VOCAB.index("<pad>"), REVIEW_VOCAB.index("<unk>")  # 0 and 1
+REVIEW_LENGTH = _reviews.MAX_TOKENS  # T: the longest review the grammar can produce, so none is cut
+_REVIEW_IDS = {word: i for i, word in enumerate(REVIEW_VOCAB)}
 
 _SPLITS = ("train", "test", "all")
 _TEST_EVERY = 5  # every 5th sample (0, 5, 10, ...) is a test sample: 20 %, independent of any RNG version
-_CHUNK = 256  # images are drawn in fixed chunks, each with its own generator: a prefix does not depend on n
+_CHUNK = (
+    256  # images and reviews come in fixed chunks, each with its own generator: a prefix does not depend on n
+)
 _MIN_SIZE = 16
 
 
@@ -45,6 +62,20 @@ class Shapes(NamedTuple):
     images: torch.Tensor
     labels: torch.Tensor
     masks: torch.Tensor
+
+
+class Reviews(NamedTuple):
+    """Output of :func:`reviews`.
+
+    token_ids: ``(N, T)`` int64 ids into ``vocab``, each row padded at the end with :data:`PAD_ID`;
+    labels: ``(N,)`` int64 indices into :data:`REVIEW_CLASSES`; rationales: ``(N, T)`` bool, True on the tokens
+    that decide the label; vocab: the words by id (:data:`REVIEW_VOCAB` as a list).
+    """
+
+    token_ids: torch.Tensor
+    labels: torch.Tensor
+    rationales: torch.Tensor
+    vocab: list[str]
 
 
 class Digits(NamedTuple):
@@ -211,6 +242,49 @@ def _contrasting_colours(
     ok = dist >= 0.5
     pick = torch.where(ok.any(dim=1), ok.float().argmax(dim=1), dist.argmax(dim=1))
     return candidates[torch.arange(n), pick]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synthetic reviews
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def reviews(n: int, seed: int = 0) -> Reviews:
+    """``n`` short synthetic product reviews as padded token ids, with labels and rationale masks.
+
+    Each review has one or two sentiment clauses that agree with its label ("the battery is not very good",
+    "i really loved the screen") and one to three neutral clauses ("it came in a black box"), in random order.
+    About 30 % of sentiment clauses are negated ("not", "never"), which flips the word's polarity, so a model
+    must read the negation. ``rationales`` marks exactly the sentiment words with their negation and intensifier
+    ("very", "really", ...): a faithful explanation puts its mass there.
+
+    The ids are model-ready for :func:`livexai.models.reviews_lstm` and :func:`livexai.models.reviews_transformer`.
+    Deterministic for a ``seed``; reviews are generated in fixed chunks of 256, so ``reviews(10, seed=s)`` is the
+    first ten reviews of ``reviews(1000, seed=s)``.
+
+    Returns :class:`Reviews` ``(token_ids (N, T) int64, labels (N,) int64, rationales (N, T) bool, vocab)`` with
+    ``T =`` :data:`REVIEW_LENGTH`.
+    """
+    n = check_int("n", n, 0)
+    seed = check_int("seed", seed, 0)
+    drawn = [
+        review
+        for chunk in range(math.ceil(n / _CHUNK))
+        for review in _reviews_chunk(_CHUNK, _chunk_generator(seed, chunk))
+    ][:n]
+    token_ids = torch.full((n, REVIEW_LENGTH), PAD_ID, dtype=torch.long)
+    rationales = torch.zeros(n, REVIEW_LENGTH, dtype=torch.bool)
+    for i, review in enumerate(drawn):
+        token_ids[i, : len(review.tokens)] = torch.tensor([_REVIEW_IDS[w] for w in review.tokens])
+        rationales[i, : len(review.tokens)] = torch.tensor(review.rationale)
+    labels = torch.tensor([review.label for review in drawn], dtype=torch.long)
+    return Reviews(token_ids, labels, rationales, list(REVIEW_VOCAB))
+
+
+def _reviews_chunk(n: int, g: torch.Generator) -> list[_reviews.Review]:
+    """``n`` reviews, each drawn from its own row of uniforms so one review's length never shifts the next."""
+    uniforms = torch.rand(n, _reviews.DRAWS_PER_REVIEW, generator=g, dtype=torch.float64)
+    return [_reviews.sample_review(row) for row in uniforms.tolist()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
