@@ -1,16 +1,19 @@
 """Small demo models with weights shipped in the package (nothing is downloaded).
 
-=====================  ========================================  ==========================================
-builder                input                                     data / held-out accuracy
-=====================  ========================================  ==========================================
-``shapes_cnn()``       ``(N, 3, 64, 64)`` in [0, 1]              :func:`livexai.datasets.shapes`, >= 95 %
-``digits_cnn()``       ``(N, 1, 8, 8)`` in [0, 1]                :func:`livexai.datasets.digits`, >= 95 %
-``breast_cancer_mlp``  ``(N, 30)`` raw features                  :func:`livexai.datasets.breast_cancer`, >= 93 %
-``resnet18_like()``    ``(N, 3, H, W)``                          random weights, for speed tests and demos
-=====================  ========================================  ==========================================
+=========================  ==============================  ===============================================
+builder                    input                           data / held-out accuracy
+=========================  ==============================  ===============================================
+``shapes_cnn()``           ``(N, 3, 64, 64)`` in [0, 1]    :func:`livexai.datasets.shapes`, >= 95 %
+``digits_cnn()``           ``(N, 1, 8, 8)`` in [0, 1]      :func:`livexai.datasets.digits`, >= 95 %
+``breast_cancer_mlp``      ``(N, 30)`` raw features        :func:`livexai.datasets.breast_cancer`, >= 93 %
+``reviews_lstm()``         ``(N, T)`` int64 ids, pad 0     :func:`livexai.datasets.reviews`, >= 95 %
+``reviews_transformer()``  ``(N, T)`` int64 ids, pad 0     :func:`livexai.datasets.reviews`, >= 95 %
+``resnet18_like()``        ``(N, 3, H, W)``                random weights, for speed tests and demos
+=========================  ==============================  ===============================================
 
-Each builder returns an ``nn.Module`` on the CPU in eval mode; normalisation is inside the model. The weights are
-reproduced with ``python -m livexai.models.train all``.
+Each builder returns an ``nn.Module`` on the CPU in eval mode; normalisation is inside the model, and the
+review models ignore the pad id wherever it sits. The weights are reproduced with
+``python -m livexai.models.train all``.
 """
 
 from __future__ import annotations
@@ -22,16 +25,21 @@ from torch import nn
 
 from .._inputs import check_int
 from ._nets import BreastCancerMLP, DigitsCNN, ResNet18Like, ShapesCNN
+from ._text_nets import ReviewsLSTM, ReviewsTransformer
 
 __all__ = [
     "WEIGHTS_DIR",
     "BreastCancerMLP",
     "DigitsCNN",
     "ResNet18Like",
+    "ReviewsLSTM",
+    "ReviewsTransformer",
     "ShapesCNN",
     "breast_cancer_mlp",
     "digits_cnn",
     "resnet18_like",
+    "reviews_lstm",
+    "reviews_transformer",
     "shapes_cnn",
 ]
 
@@ -77,6 +85,27 @@ def breast_cancer_mlp(pretrained: bool = True) -> BreastCancerMLP:
     refer to the raw features. ``pretrained=False`` gives the untrained network.
     """
     return _load(BreastCancerMLP(), "breast_cancer_mlp", pretrained)  # type: ignore[return-value]
+
+
+def reviews_lstm(pretrained: bool = True) -> ReviewsLSTM:
+    """Bidirectional LSTM for :func:`livexai.datasets.reviews`, ~20k parameters.
+
+    Input ``(N, T)`` int64 token ids into :data:`livexai.datasets.REVIEW_VOCAB` (any T; pad id
+    ``model.pad_token_id == 0``, ignored wherever it sits), output ``(N, 2)`` logits in
+    :data:`livexai.datasets.REVIEW_CLASSES` order. The input embedding is ``model.embedding``.
+    ``pretrained=False`` gives the untrained network.
+    """
+    return _load(ReviewsLSTM(), "reviews_lstm", pretrained)  # type: ignore[return-value]
+
+
+def reviews_transformer(pretrained: bool = True) -> ReviewsTransformer:
+    """Two-block transformer encoder for :func:`livexai.datasets.reviews`, ~50k parameters.
+
+    Same input and output as :func:`reviews_lstm` (T up to 128 real tokens, learned positions); the attention
+    layers are ``blocks.0.attention`` and ``blocks.1.attention`` (:class:`torch.nn.MultiheadAttention`, 4 heads),
+    pads are masked as keys. ``pretrained=False`` gives the untrained network.
+    """
+    return _load(ReviewsTransformer(), "reviews_transformer", pretrained)  # type: ignore[return-value]
 
 
 def resnet18_like(num_classes: int = 10, seed: int = 0, in_channels: int = 3) -> ResNet18Like:

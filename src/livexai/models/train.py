@@ -1,9 +1,11 @@
 """Reproducibly train the demo models and write their weights: ``python -m livexai.models.train NAME``.
 
-``NAME`` is ``shapes_cnn``, ``digits_cnn``, ``breast_cancer_mlp`` or ``all``. Training runs on the CPU with fixed
+``NAME`` is ``shapes_cnn``, ``digits_cnn``, ``breast_cancer_mlp``, ``reviews_lstm``, ``reviews_transformer`` or
+``all``. Training runs on the CPU with fixed
 seeds and prints the held-out accuracy; weights go to ``livexai/models/weights/<NAME>.pt`` unless ``--out`` says
-otherwise. Held-out data: ``shapes(1000, seed=0)`` (training uses seeds 1000 and up, so the default ``seed=0``
-that demos use was never seen), and the fixed ``"test"`` splits of digits and breast cancer.
+otherwise. Held-out data: ``shapes(1000, seed=0)`` and ``reviews(1000, seed=0)`` (training uses seeds 1000 and up,
+so the default ``seed=0`` that demos use was never seen), and the fixed ``"test"`` splits of digits and breast
+cancer.
 """
 
 from __future__ import annotations
@@ -21,13 +23,28 @@ from torch.nn import functional as F
 from .. import datasets
 from . import WEIGHTS_DIR
 from ._nets import BreastCancerMLP, DigitsCNN, ShapesCNN
+from ._text_nets import ReviewsLSTM, ReviewsTransformer
 
-__all__ = ["TRAINERS", "accuracy", "main", "train_breast_cancer_mlp", "train_digits_cnn", "train_shapes_cnn"]
+__all__ = [
+    "TRAINERS",
+    "accuracy",
+    "main",
+    "negated_only",
+    "train_breast_cancer_mlp",
+    "train_digits_cnn",
+    "train_reviews_lstm",
+    "train_reviews_transformer",
+    "train_shapes_cnn",
+]
 
 SHAPES_TEST_SEED = 0
 SHAPES_TEST_N = 1000
 _SHAPES_TRAIN_SEED = 1000  # round r of training images uses seed 1000 + r
 _SHAPES_ROUND = 2048  # images generated per round (then split into batches)
+REVIEWS_TEST_SEED = 0
+REVIEWS_TEST_N = 1000
+_REVIEWS_TRAIN_SEED = 1000  # as for shapes: round r of training reviews uses seed 1000 + r
+_REVIEWS_ROUND = 2048
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
@@ -85,6 +102,49 @@ def train_shapes_cnn(steps: int = 800, batch_size: int = 64) -> tuple[ShapesCNN,
     return model, accuracy(model, test.images, test.labels)
 
 
+def negated_only(data: datasets.Reviews) -> torch.Tensor:
+    """``(N,)`` bool: reviews whose every sentiment clause is negated, so the label is the opposite of each word's.
+
+    A clause's rationale tokens (negation, intensifier, word) are contiguous, so clauses are counted as runs.
+    """
+    rationale = data.rationales
+    clauses = rationale[:, 0].long() + (rationale[:, 1:] & ~rationale[:, :-1]).sum(dim=1)
+    negations = torch.tensor([data.vocab.index(w) for w in ("not", "never")])
+    return torch.isin(data.token_ids, negations).sum(dim=1) == clauses
+
+
+def _train_reviews(model: nn.Module, steps: int, batch_size: int, lr: float) -> float:
+    """Train a reviews model on fresh reviews every round; return its accuracy on ``reviews(1000, seed=0)``."""
+
+    def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        r = 0
+        while True:
+            ids, labels, _, _ = datasets.reviews(_REVIEWS_ROUND, seed=_REVIEWS_TRAIN_SEED + r)
+            for i in range(0, _REVIEWS_ROUND - batch_size + 1, batch_size):
+                yield ids[i : i + batch_size], labels[i : i + batch_size]
+            r += 1
+
+    _fit(model, stream(), steps, lr=lr, weight_decay=1e-4)
+    test = datasets.reviews(REVIEWS_TEST_N, seed=REVIEWS_TEST_SEED)
+    negated = negated_only(test)
+    print(f"  only-negated reviews: {accuracy(model, test.token_ids[negated], test.labels[negated]):.2%}")
+    return accuracy(model, test.token_ids, test.labels)
+
+
+def train_reviews_lstm(steps: int = 1500, batch_size: int = 64) -> tuple[ReviewsLSTM, float]:
+    """Train :class:`ReviewsLSTM`; return it and its held-out accuracy."""
+    torch.manual_seed(0)
+    model = ReviewsLSTM()
+    return model, _train_reviews(model, steps, batch_size, lr=1e-2)
+
+
+def train_reviews_transformer(steps: int = 3000, batch_size: int = 64) -> tuple[ReviewsTransformer, float]:
+    """Train :class:`ReviewsTransformer`; return it and its held-out accuracy."""
+    torch.manual_seed(0)
+    model = ReviewsTransformer()
+    return model, _train_reviews(model, steps, batch_size, lr=3e-3)
+
+
 def train_digits_cnn(epochs: int = 20, batch_size: int = 64) -> tuple[DigitsCNN, float]:
     """Train :class:`DigitsCNN` on the digits train split; return it and its test-split accuracy."""
     torch.manual_seed(0)
@@ -127,6 +187,8 @@ TRAINERS: dict[str, Callable[[], tuple[nn.Module, float]]] = {
     "shapes_cnn": train_shapes_cnn,
     "digits_cnn": train_digits_cnn,
     "breast_cancer_mlp": train_breast_cancer_mlp,
+    "reviews_lstm": train_reviews_lstm,
+    "reviews_transformer": train_reviews_transformer,
 }
 
 
@@ -145,10 +207,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=WEIGHTS_DIR, help="folder for <name>.pt (default: the package)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: all; 1 on a busy shared machine)"
+    )
     args = parser.parse_args(argv)
 
     affinity = getattr(os, "sched_getaffinity", None)
-    torch.set_num_threads(len(affinity(0)) if affinity else (os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or (len(affinity(0)) if affinity else (os.cpu_count() or 1)))
     names = list(TRAINERS) if args.name == "all" else [args.name]
     for name in names:
         start = time.perf_counter()
