@@ -160,6 +160,8 @@ export const TRAITS = Object.freeze({
   local: "local", // TabularExplorer
   globalView: "global_view", // TabularExplorer
   view: "view", // TabularExplorer (a parameter, drawn as the tabs rather than a control)
+  text: "text", // TextWidget
+  sentence: "sentence", // TextWidget (what the person typed)
 });
 
 // Kinds of the custom messages sent to the kernel (src/livexai/widgets/_base.py: SANITY_CHECK).
@@ -169,13 +171,14 @@ export const MESSAGES = Object.freeze({ sanityCheck: "sanity_check" });
 // the kernel may change them (or refuse a value), so `render` listens to each and shows the kernel's value.
 export const PARAMETERS = Object.freeze([
   "n_segments", // LimeWidget, ShapWidget, Explorer
-  "n_samples", // LimeWidget, ShapWidget, Explorer
+  "n_samples", // LimeWidget, ShapWidget, Explorer, TextWidget
   "segmentation", // LimeWidget
   "baseline", // LimeWidget
   "kernel_width", // LimeWidget
-  "method", // ShapWidget, LayerWidget
+  "method", // ShapWidget, LayerWidget, TextWidget
   "background_size", // ShapWidget, Explorer
-  "layer", // LayerWidget
+  "layer", // LayerWidget, TextWidget
+  "head", // TextWidget
   "n_channels", // LayerWidget
   "summary", // TabularExplorer
   "depth", // TabularExplorer
@@ -975,6 +978,73 @@ export function similarityText(similarity) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Text (TextWidget): pure functions
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * A sentence as drawn: `_text_wire()` in src/livexai/widgets/text.py (`TextWire`).
+ * @typedef {object} TextView
+ * @property {string[]} tokens
+ * @property {WireArray} content (T,) uint8: 1 on text, 0 on padding
+ * @property {WireArray | null} rationale (T,) uint8: the tokens that really decide the label, when known
+ * @property {WireArray | null} values (T,) float32, once computed
+ * @property {boolean} signed
+ * @property {string} method
+ * @property {string} title
+ * @property {string} status "computing", "partial" or "done"
+ * @property {string} note
+ * @property {boolean} editable
+ * @property {string} sentence
+ */
+
+const TOKEN_FOR = Object.freeze([214, 39, 40]); // a token that pushes toward the class: red
+const TOKEN_AGAINST = Object.freeze([31, 119, 180]); // one that pushes against it: blue
+const TOKEN_ATTENTION = Object.freeze([230, 120, 0]); // attention (never negative): orange
+const TOKEN_MAX_ALPHA = 0.8; // the strongest token's background opacity
+const TOKEN_LIGHT_TEXT = 0.45; // from this opacity on, a token's text is white (dark text on a strong colour is hard to read)
+
+/**
+ * How strongly to colour a token: its background and whether its text should be light.
+ * @param {number} value the token's value
+ * @param {number} end the largest |value| among the sentence's tokens (the full colour)
+ * @param {boolean} signed red for positive and blue for negative values; else one colour
+ * @returns {{ background: string, light: boolean, strength: number }}
+ */
+export function tokenShade(value, end, signed) {
+  const magnitude = signed ? Math.abs(value) : Math.max(0, value);
+  const strength = end > 0 && Number.isFinite(value) ? Math.min(1, magnitude / end) : 0;
+  const rgb = !signed ? TOKEN_ATTENTION : value >= 0 ? TOKEN_FOR : TOKEN_AGAINST;
+  const alpha = Math.round(strength * TOKEN_MAX_ALPHA * 1000) / 1000;
+  return { background: `rgba(${rgb.join(", ")}, ${alpha})`, light: alpha >= TOKEN_LIGHT_TEXT, strength };
+}
+
+/**
+ * The largest |value| (signed) or value (non-negative) among the text tokens: what gets the full colour.
+ * @param {ArrayLike<number>} values
+ * @param {ArrayLike<number>} content 1 on text, 0 on padding
+ * @param {boolean} signed
+ * @returns {number}
+ */
+export function tokenScale(values, content, signed) {
+  let end = 0;
+  for (let i = 0; i < values.length; i++) {
+    if (!content[i] || !Number.isFinite(values[i])) continue;
+    end = Math.max(end, signed ? Math.abs(values[i]) : values[i]);
+  }
+  return end;
+}
+
+/**
+ * The line that says how to read the colours.
+ * @param {boolean} signed
+ * @param {string} className the class explained
+ * @returns {string}
+ */
+export function textLegend(signed, className) {
+  return signed ? `red: pushes toward "${className}" · blue: pushes against it` : "darker: more attention";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Tables (TabularExplorer): pure functions
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -1236,13 +1306,14 @@ function buildLayout(kind) {
   const rows = element("div", "livexai-table");
   const waterfall = element("div", "livexai-waterfall");
   const global = element("div", "livexai-global");
-  main.append(tabs, rows, waterfall, global, panels, channels, sanity, correlation);
+  const text = element("div", "livexai-text");
+  main.append(tabs, rows, waterfall, global, text, panels, channels, sanity, correlation);
   body.append(side, main);
   const info = element("div", "livexai-info");
   root.append(header, error, strip, body, info);
   return {
     root, title, status, progress, progressBar, error, strip, controls, viewControls, predictions, panels, channels,
-    sanity, correlation, info, tabs, rows, waterfall, global,
+    sanity, correlation, info, tabs, rows, waterfall, global, text,
   };
 }
 
@@ -1782,6 +1853,73 @@ function tabsSection(ctx, node) {
 }
 
 /**
+ * The TextWidget's sentence: an editor (when the kernel can read typed text), the tokens coloured by their values
+ * (drawn as text: a token is data, never HTML), the ground truth underlined, a legend and a note.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function textSection(ctx, node) {
+  const editor = element("form", "livexai-text-editor");
+  const input = interactive(element("input", "livexai-sentence"));
+  input.type = "text";
+  input.placeholder = "type a sentence and press Enter";
+  input.setAttribute("aria-label", "sentence to explain");
+  const submit = interactive(element("button", "livexai-sentence-submit", "explain"));
+  submit.type = "submit";
+  editor.append(input, submit);
+  ctx.listen(editor, "submit", (event) => {
+    event.preventDefault();
+    ctx.send(TRAITS.sentence, input.value);
+  });
+  const heading = element("div", "livexai-section-title");
+  const tokens = element("div", "livexai-tokens");
+  const legend = element("div", "livexai-text-legend");
+  const note = element("div", "livexai-text-note");
+  node.append(editor, heading, tokens, legend, note);
+  /** @type {string | null} */
+  let shownSentence = null;
+  return function update() {
+    /** @type {TextView | null} */
+    const view = ctx.model.get(TRAITS.text);
+    node.hidden = !view || !view.tokens;
+    if (!view || !view.tokens) return;
+    editor.hidden = !view.editable;
+    if (view.sentence !== shownSentence && document.activeElement !== input) {
+      input.value = view.sentence;
+      shownSentence = view.sentence;
+    }
+    const content = decodeArray(view.content)?.data ?? [];
+    const rationale = view.rationale ? decodeArray(view.rationale)?.data : null;
+    const values = view.values ? decodeArray(view.values)?.data : null;
+    const end = values ? tokenScale(values, content, view.signed) : 0;
+    heading.textContent = view.values ? `${view.title}${view.status === "partial" ? " (refining…)" : ""}` : `${view.title}: computing…`;
+    tokens.dataset.status = view.status;
+    tokens.replaceChildren();
+    view.tokens.forEach((token, i) => {
+      if (!content[i]) return; // padding is not part of the text
+      const span = element("span", "livexai-token", token);
+      span.dataset.index = String(i);
+      if (rationale && rationale[i]) span.classList.add("livexai-token-rationale");
+      if (values) {
+        const shade = tokenShade(values[i], end, view.signed);
+        span.style.background = shade.background;
+        span.classList.toggle("livexai-token-light", shade.light);
+        span.dataset.value = String(values[i]);
+        span.title = formatValue(values[i]);
+      }
+      tokens.append(span);
+    });
+    const predictions = /** @type {Prediction[]} */ (ctx.model.get(TRAITS.predictions) || []);
+    const target = shownTarget(ctx.model.get(TRAITS.target), [], predictions);
+    const className = predictions.find((p) => p.index === target)?.label ?? String(target);
+    const truth = rationale ? " · underlined: the words that decide the label" : "";
+    legend.textContent = values ? textLegend(view.signed, className) + truth : "";
+    note.textContent = view.note;
+  };
+}
+
+/**
  * The rows as a table (row, prediction, confidence, label); clicking a row explains it, clicking a header sorts.
  * @param {Context} ctx
  * @param {HTMLElement} node
@@ -2081,6 +2219,9 @@ function render({ model, el }) {
     [[TRAITS.correlation], correlationSection(ctx, layout.correlation)],
     [[TRAITS.sanity], sanitySection(ctx, layout.sanity)],
   ];
+  if (model.get(TRAITS.kind) === "text") {
+    sections.push([[TRAITS.text, TRAITS.predictions, TRAITS.target], textSection(ctx, layout.text)]);
+  }
   if (model.get(TRAITS.kind) === "tabular") {
     sections.push(
       [[TRAITS.view], tabsSection(ctx, layout.tabs)],

@@ -38,6 +38,9 @@ import widget, {
   sanityHeading,
   scaledBoundaries,
   segmentCount,
+  textLegend,
+  tokenScale,
+  tokenShade,
   selectSegments,
   shownTarget,
   similarityText,
@@ -442,4 +445,26 @@ test("featureShades and shadeColour: 5th-95th percentile scaling, blue low to re
   assert.equal(shadeColour(1), "rgb(186,40,50)");
   const matrix = { values: new Float32Array([0.1, -3, 1, 0.2, 2, -1]), shape: [2, 3] };
   assert.deepEqual(rankFeatures(matrix), [1, 2, 0]);
+});
+
+test("tokens are shaded red for, blue against, by strength relative to the sentence's largest value", () => {
+  const strongest = tokenShade(-2, 2, true);
+  assert.equal(strongest.background, "rgba(31, 119, 180, 0.8)");
+  assert.equal(strongest.light, true);
+  const weak = tokenShade(0.5, 2, true);
+  assert.equal(weak.background, "rgba(214, 39, 40, 0.2)");
+  assert.equal(weak.light, false);
+  assert.equal(tokenShade(0, 0, true).strength, 0); // an all-zero sentence stays uncoloured
+  assert.equal(tokenShade(Number.NaN, 1, true).strength, 0);
+  assert.equal(tokenShade(1, 1, false).background, "rgba(230, 120, 0, 0.8)"); // attention: one colour
+  assert.equal(tokenShade(-1, 1, false).strength, 0);
+});
+
+test("the colour scale ignores padding and the legend names the class", () => {
+  const values = Float32Array.from([0.5, -3, 9, 9]);
+  const content = Uint8Array.from([1, 1, 0, 0]);
+  assert.equal(tokenScale(values, content, true), 3);
+  assert.equal(tokenScale(values, content, false), 0.5);
+  assert.match(textLegend(true, "positive"), /red: pushes toward "positive"/);
+  assert.equal(textLegend(false, "positive"), "darker: more attention");
 });

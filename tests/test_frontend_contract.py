@@ -22,6 +22,7 @@ WIDGETS = (
     livexai.LayerWidget,
     livexai.Explorer,
     livexai.TabularExplorer,
+    livexai.TextWidget,
 )
 
 

@@ -49,6 +49,7 @@ _WIDGETS = {
     "LayerWidget": ".widgets.layer",
     "Explorer": ".widgets.explorer",
     "TabularExplorer": ".widgets.tabular",
+    "TextWidget": ".widgets.text",
 }
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "ShapWidget",
     "Surrogate",
     "TabularExplorer",
+    "TextWidget",
     "TopActivations",
     "WeightedRows",
     "__version__",

@@ -111,7 +111,11 @@ def prepare(
     else:
         batch, kind = as_single_input(as_greyscale(adapter.model, x))
     if expect is not None and kind != expect:
-        wanted = {"image": "an image (C, H, W)", "tabular": "a tabular row (F,)"}.get(expect, expect)
+        wanted = {
+            "image": "an image (C, H, W)",
+            "tabular": "a tabular row (F,)",
+            "sequence": "a sequence of token ids (T,) for a model with an embedding layer",
+        }[expect]
         raise ValueError(
             f"this method explains {wanted}; got x with shape {tuple(getattr(x, 'shape', batch.shape))}"
         )

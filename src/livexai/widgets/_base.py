@@ -538,18 +538,21 @@ class ExplainerWidget(anywidget.AnyWidget, Generic[ResultT]):
         self,
         context: JobContext,
         results: Iterator[Explanation],
-        draw: Callable[[Explanation, float], tuple[list[Panel], float]],
+        draw: Callable[[Explanation, float], tuple[Any, float]],
+        show: Callable[[Any, float], None] | None = None,
     ) -> Explanation:
         """Stream a sampling method's partial results to the browser; return its final one.
 
-        ``draw(result, fraction)`` turns a partial result into the panels to show and the widget's progress;
-        ``fraction`` is :func:`sampling_progress`. Updates are throttled by the runner.
+        ``draw(result, fraction)`` turns a partial result into what to show (the panels, by default) and the
+        widget's progress; ``fraction`` is :func:`sampling_progress`. ``show(shown, progress)`` applies them on
+        the kernel's thread (default: :meth:`_show_partial`). Updates are throttled by the runner.
         """
+        apply = show or self._show_partial
         final = None
         for final in results:
             context.check_cancel()
             shown, progress = draw(final, sampling_progress(final))
-            context.update(lambda shown=shown, progress=progress: self._show_partial(shown, progress))
+            context.update(lambda shown=shown, progress=progress: apply(shown, progress))
         context.check_cancel()
         if final is None:
             raise RuntimeError(f"{type(self).__name__}: the method produced no result")
