@@ -1872,6 +1872,13 @@ function textSection(ctx, node) {
     event.preventDefault();
     ctx.send(TRAITS.sentence, input.value);
   });
+  // Enter explains the sentence (JupyterLab would otherwise take the key before the form's implicit submit).
+  ctx.listen(input, "keydown", (event) => {
+    if (/** @type {KeyboardEvent} */ (event).key !== "Enter") return;
+    event.preventDefault();
+    event.stopPropagation();
+    ctx.send(TRAITS.sentence, input.value);
+  });
   const heading = element("div", "livexai-section-title");
   const tokens = element("div", "livexai-tokens");
   const legend = element("div", "livexai-text-legend");
@@ -1889,9 +1896,9 @@ function textSection(ctx, node) {
       input.value = view.sentence;
       shownSentence = view.sentence;
     }
-    const content = decodeArray(view.content)?.data ?? [];
-    const rationale = view.rationale ? decodeArray(view.rationale)?.data : null;
-    const values = view.values ? decodeArray(view.values)?.data : null;
+    const content = decodeArray(view.content)?.values ?? [];
+    const rationale = view.rationale ? decodeArray(view.rationale)?.values : null;
+    const values = view.values ? decodeArray(view.values)?.values : null;
     const end = values ? tokenScale(values, content, view.signed) : 0;
     heading.textContent = view.values ? `${view.title}${view.status === "partial" ? " (refining…)" : ""}` : `${view.title}: computing…`;
     tokens.dataset.status = view.status;

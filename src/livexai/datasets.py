@@ -17,6 +17,7 @@ import torch
 
 from . import _reviews
 from ._inputs import check_choice, check_int
+from ._vocab import encode
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -31,7 +32,9 @@ __all__ = [
     "Reviews",
     "Shapes",
     "breast_cancer",
+    "decode_review",
     "digits",
+    "encode_review",
     "reviews",
     "shapes",
 ]
@@ -279,6 +282,17 @@ def reviews(n: int, seed: int = 0) -> Reviews:
         rationales[i, : len(review.tokens)] = torch.tensor(review.rationale)
     labels = torch.tensor([review.label for review in drawn], dtype=torch.long)
     return Reviews(token_ids, labels, rationales, list(REVIEW_VOCAB))
+
+
+def encode_review(text: str) -> torch.Tensor:
+    """A sentence as token ids ``(T,)`` of the reviews' vocabulary, for the shipped text models: lower-cased, split
+    into words and punctuation, unknown words as ``<unk>`` (``"Not good!"`` -> ids of ``not good <unk>``)."""
+    return encode(text, REVIEW_VOCAB)
+
+
+def decode_review(ids: torch.Tensor) -> str:
+    """Token ids as text, padding left out: the inverse of :func:`encode_review` for known words."""
+    return " ".join(REVIEW_VOCAB[i] for i in ids.reshape(-1).tolist() if i != PAD_ID)
 
 
 def _reviews_chunk(n: int, g: torch.Generator) -> list[_reviews.Review]:
