@@ -39,6 +39,7 @@ from .sanity import SanityReport, iter_sanity_check, sanity_check
 from .segmentation import count_segments, segment
 from .shap import iter_kernel_shap, kernel_shap
 from .summary import ShapSummary, shap_summary
+from .text_plot import plot_text
 
 __version__ = "0.1.0"
 
@@ -104,6 +105,7 @@ __all__ = [
     "mass_inside",
     "permutation_importance",
     "plot_grid",
+    "plot_text",
     "pointing_game",
     "rank_correlation",
     "saliency",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import torch
 import traitlets
@@ -24,6 +24,9 @@ from ._base import SIGNED_METHODS, ExplainerWidget, WidgetOptions, top_predictio
 from ._params import OUTPUT, SEED, ChoiceParam, Fixed, IntParam
 from ._runner import JobContext, describe_error
 from ._serialize import WireArray, to_wire
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METHODS: tuple[str, ...] = ("lime", "kernel_shap", "integrated_gradients", "attention", "rollout")
 TITLES = {
@@ -238,6 +241,18 @@ class TextWidget(ExplainerWidget[Explanation]):
         with self.hold_sync():
             self.text = wire
             self._finish(explanation, [], elapsed_ms=elapsed_ms, n_evals=explanation.n_evals)
+
+    def _figure(self) -> Figure | None:
+        """The current explanation as coloured text (the PNG shown where no kernel runs)."""
+        if self.explanation is None:
+            return None
+        from ..text_plot import plot_text
+
+        tokens = token_strings(self._ids, self._vocab, self._tokenizer)
+        title = TITLES.get(self.explanation.method.removeprefix("attention_"), self.explanation.method)
+        return plot_text(
+            self.explanation, tokens, rationale=self._rationale, content=self._content, titles=[title]
+        )
 
     def _text_wire(
         self, result: Explanation | None = None, *, status: str = "done", note: str = ""
