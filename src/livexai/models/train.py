@@ -67,14 +67,15 @@ def _fit(
     steps: int,
     lr: float,
     weight_decay: float,
+    label_smoothing: float = 0.0,
 ) -> None:
-    """AdamW with a one-cycle learning rate over ``steps`` mini-batches of cross-entropy."""
+    """AdamW with a one-cycle learning rate over ``steps`` mini-batches of cross-entropy (``label_smoothing``)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
     for _ in range(steps):
         xb, yb = next(batches)
-        loss = F.cross_entropy(model(xb), yb)
+        loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -113,36 +114,93 @@ def negated_only(data: datasets.Reviews) -> torch.Tensor:
     return torch.isin(data.token_ids, negations).sum(dim=1) == clauses
 
 
-def _train_reviews(model: nn.Module, steps: int, batch_size: int, lr: float) -> float:
-    """Train a reviews model on fresh reviews every round; return its accuracy on ``reviews(1000, seed=0)``."""
+def _word_dropout(ids: torch.Tensor, rate: float, g: torch.Generator) -> torch.Tensor:
+    """``ids`` ``(N, T)`` with each real token replaced by the pad id with probability ``rate``."""
+    if rate <= 0:
+        return ids
+    drop = (torch.rand(ids.shape, generator=g) < rate) & (ids != datasets.PAD_ID)
+    return ids.masked_fill(drop, datasets.PAD_ID)
+
+
+def _train_reviews(
+    model: nn.Module,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    word_dropout: float,
+    label_smoothing: float,
+    weight_decay: float,
+) -> float:
+    """Train a reviews model on fresh reviews every round; return its accuracy on ``reviews(1000, seed=0)``.
+
+    The review models exist to be explained, so they are trained for faithful explanations as well as accuracy
+    (issue #18: the rationale tokens should get the top attribution with LIME, KernelSHAP and IG):
+
+    - ``word_dropout``: each real token becomes the pad id with this probability (a fixed-seed generator, so
+      training stays reproducible). Switching words off with the pad id is exactly how LIME and KernelSHAP
+      query the model, so their perturbed reviews become in-distribution, and a model that cannot count on any
+      single word stops leaning on context such as the ``i`` that opens a verb clause or the final ``.``.
+      Without it both models reach 100 % accuracy yet credit such words first in 10-40 % of reviews (LSTM:
+      LIME 80, KernelSHAP 83, IG 59 of ``reviews(100, seed=0)``; with it: 100, 100, 100). 0.1, not more: a
+      dropped negation flips a clause's meaning but not its label, so dropout is also label noise; at 0.2 the
+      transformer fell to 96.8 % held-out accuracy (mixed negated / plain reviews), at 0.1 it keeps 99.9 %.
+    - ``label_smoothing``: keeps the logits small (|logit| < 2 instead of about 7) so the model is nowhere
+      saturated, and IG's straight path from the zero-embedding baseline has no cliff: the untreated LSTM's
+      logit jumped from -3.5 to +7.2 between alpha 0.30 and 0.35, leaving a median completeness gap of 21 %
+      with 50 steps; now the gap is below 1 %. Word dropout alone already removes the cliff; smoothing is kept
+      as the cheap guard against saturation (alone, without dropout, it does not fix the attributions).
+    """
+    g = torch.Generator().manual_seed(0)
 
     def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         r = 0
         while True:
             ids, labels, _, _ = datasets.reviews(_REVIEWS_ROUND, seed=_REVIEWS_TRAIN_SEED + r)
+            ids = _word_dropout(ids, word_dropout, g)
             for i in range(0, _REVIEWS_ROUND - batch_size + 1, batch_size):
                 yield ids[i : i + batch_size], labels[i : i + batch_size]
             r += 1
 
-    _fit(model, stream(), steps, lr=lr, weight_decay=1e-4)
+    _fit(model, stream(), steps, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing)
     test = datasets.reviews(REVIEWS_TEST_N, seed=REVIEWS_TEST_SEED)
     negated = negated_only(test)
     print(f"  only-negated reviews: {accuracy(model, test.token_ids[negated], test.labels[negated]):.2%}")
     return accuracy(model, test.token_ids, test.labels)
 
 
-def train_reviews_lstm(steps: int = 1500, batch_size: int = 64) -> tuple[ReviewsLSTM, float]:
-    """Train :class:`ReviewsLSTM`; return it and its held-out accuracy."""
+def train_reviews_lstm(
+    steps: int = 1500,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    word_dropout: float = 0.1,
+    label_smoothing: float = 0.1,
+    weight_decay: float = 1e-4,
+) -> tuple[ReviewsLSTM, float]:
+    """Train :class:`ReviewsLSTM`; return it and its held-out accuracy (about 30 s on one thread).
+
+    Word dropout and label smoothing: see :func:`_train_reviews`; 1500 steps reach 100 %.
+    """
     torch.manual_seed(0)
     model = ReviewsLSTM()
-    return model, _train_reviews(model, steps, batch_size, lr=1e-2)
+    return model, _train_reviews(model, steps, batch_size, lr, word_dropout, label_smoothing, weight_decay)
 
 
-def train_reviews_transformer(steps: int = 3000, batch_size: int = 64) -> tuple[ReviewsTransformer, float]:
-    """Train :class:`ReviewsTransformer`; return it and its held-out accuracy."""
+def train_reviews_transformer(
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    word_dropout: float = 0.1,
+    label_smoothing: float = 0.1,
+    weight_decay: float = 1e-4,
+) -> tuple[ReviewsTransformer, float]:
+    """Train :class:`ReviewsTransformer`; return it and its held-out accuracy (about 80 s on one thread).
+
+    Word dropout and label smoothing: see :func:`_train_reviews`; 3000 steps at a lower learning rate than the
+    LSTM's reach 99.9 %.
+    """
     torch.manual_seed(0)
     model = ReviewsTransformer()
-    return model, _train_reviews(model, steps, batch_size, lr=3e-3)
+    return model, _train_reviews(model, steps, batch_size, lr, word_dropout, label_smoothing, weight_decay)
 
 
 def train_digits_cnn(epochs: int = 20, batch_size: int = 64) -> tuple[DigitsCNN, float]:
