@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import livexai
 from livexai import datasets, models
 from livexai.datasets import PAD_ID, REVIEW_CLASSES, REVIEW_LENGTH, REVIEW_VOCAB, UNK_ID, reviews
 from livexai.models import WEIGHTS_DIR
@@ -208,3 +209,25 @@ def test_transformer_attends_through_multihead_attention_modules() -> None:
     finally:
         handle.remove()
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+@pytest.mark.usefixtures("single_thread")
+def test_rationale_tokens_get_the_top_attribution(name: str) -> None:
+    """Issue #18: the top token by |attribution| is a rationale token for >= 80 % of reviews, with LIME and IG.
+
+    The shipped models reach 100 % on ``reviews(100, seed=0)`` (train.py's word dropout); IG's path is also
+    smooth enough that its completeness gap stays small.
+    """
+    data = reviews(40, seed=0)
+    model = getattr(models, name)()
+    for method, kwargs in ((livexai.lime, {"n_samples": 300}), (livexai.integrated_gradients, {})):
+        hits, gaps = 0, []
+        for ids, rationale in zip(data.token_ids, data.rationales, strict=True):
+            e = method(model, ids, **kwargs)
+            hits += bool(rationale[int(e.attributions.abs().argmax())])
+            if "delta" in e.params:
+                gaps.append(abs(e.params["delta"]) / max(abs(e.prediction - e.base_value), 1e-6))
+        assert hits >= 0.8 * len(data.labels), (method.__name__, hits)
+        if gaps:
+            assert float(torch.tensor(gaps).median()) < 0.05
