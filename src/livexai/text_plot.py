@@ -44,15 +44,17 @@ def plot_text(
     rationale: Any = None,
     titles: Sequence[str] | None = None,
     content: Any = None,
+    figure: Figure | None = None,
 ) -> Figure:
     """Draw each explanation of one sequence as a line of coloured tokens; return the figure.
 
     ``tokens``: the display strings, one per position ``(T,)`` (e.g. ``vocab[i]`` per id); ``rationale``
     ``(T,)`` bool underlines the ground-truth tokens; ``content`` ``(T,)`` bool says which are text (default:
     every token whose string is not ``"<pad>"``/``"[PAD]"``); ``titles`` label the lines (default: the methods).
+    ``figure``: an empty figure to draw in (default: a new pyplot figure, shown inline in a notebook); it is
+    resized to fit the sentence.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.transforms import blended_transform_factory
 
     items = [explanations] if isinstance(explanations, Explanation) else list(explanations)
@@ -67,8 +69,13 @@ def plot_text(
     shown = _flags(content, len(tokens), default=[t not in ("<pad>", "[PAD]") for t in tokens])
     underlined = _flags(rationale, len(tokens), default=[False] * len(tokens))
     names = list(titles) if titles is not None else [item.method.replace("_", " ") for item in items]
-    figure = Figure(figsize=(_NAME_INCHES, _LINE_INCHES * len(items) + 0.2))
-    renderer = FigureCanvasAgg(figure).get_renderer()
+    if figure is None:
+        import matplotlib.pyplot as plt
+
+        figure = plt.figure()
+    figure.set_size_inches(_NAME_INCHES, _LINE_INCHES * len(items) + 0.2)
+    canvas = figure.canvas
+    renderer = (canvas if hasattr(canvas, "get_renderer") else FigureCanvasAgg(figure)).get_renderer()
     ax = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
     # x in inches from the left edge, y in axes fractions: widening the figure afterwards moves nothing.

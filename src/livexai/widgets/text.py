@@ -246,12 +246,19 @@ class TextWidget(ExplainerWidget[Explanation]):
         """The current explanation as coloured text (the PNG shown where no kernel runs)."""
         if self.explanation is None:
             return None
+        from matplotlib.figure import Figure
+
         from ..text_plot import plot_text
 
         tokens = token_strings(self._ids, self._vocab, self._tokenizer)
         title = TITLES.get(self.explanation.method.removeprefix("attention_"), self.explanation.method)
         return plot_text(
-            self.explanation, tokens, rationale=self._rationale, content=self._content, titles=[title]
+            self.explanation,
+            tokens,
+            rationale=self._rationale,
+            content=self._content,
+            titles=[title],
+            figure=Figure(),  # not pyplot's: nothing is shown as a side effect
         )
 
     def _text_wire(
