@@ -129,3 +129,60 @@ def test_constructor_mistakes_are_named(model) -> None:
     with pytest.raises(ValueError, match=r"explains a sequence of token ids \(T,\)"):
         livexai.TextWidget(model, torch.rand(3, 8, 8))
     assert IDS[-1] == PAD
+
+
+def test_a_hugging_face_model_with_its_tokenizer_groups_sub_tokens_into_words() -> None:
+    transformers = pytest.importorskip("transformers")
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "screen",
+        "is",
+        "not",
+        "good",
+        ".",
+        "cam",
+        "##era",
+    ]
+    tokenizer = transformers.BertTokenizerFast(vocab={word: i for i, word in enumerate(words)})
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(config).eval()
+    first = tokenizer("the screen is good", return_tensors="pt")
+    widget = livexai.TextWidget(bert, first, tokenizer=tokenizer, method="kernel_shap")
+    widget.wait(60)
+    widget.set_state({"sentence": "The camera is not good."})
+    explanation = widget.wait(60)
+    assert widget.status == "idle", widget.error
+    assert widget.text["tokens"] == ["[CLS]", "the", "cam", "##era", "is", "not", "good", ".", "[SEP]"]
+    # one feature a word ("cam" + "##era" share one value); [CLS] and [SEP] are no features
+    assert explanation.segments.tolist() == [-1, 0, 1, 1, 2, 3, 4, 5, -1]
+    assert explanation.attributions[2] == explanation.attributions[3] == explanation.weights[1]
+    assert (
+        explanation.params["exact"]
+        and abs(float(explanation.weights.sum()) + explanation.base_value - explanation.prediction) < 1e-4
+    )
+    widget.set_state({"method": "attention"})
+    widget.wait(60)
+    assert widget.status == "idle" and bert.config._attn_implementation != "eager"
+    widget.close()
+
+
+def test_deep_shap_on_tokens_takes_a_named_embedding_layer(model) -> None:
+    background = torch.tensor([[PAD] * 8, [5] * 6 + [PAD, PAD]])
+    named = livexai.deep_shap(model, IDS, background=background, layer="embedding")
+    default = livexai.deep_shap(model, IDS, background=background)
+    torch.testing.assert_close(named.attributions, default.attributions)
+    assert named.params["layer"] == "embedding" and abs(named.params["delta"]) < 1e-4

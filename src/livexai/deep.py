@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
 
 from ._adapter import Model, OutputSpace
 from ._call import PreparedCall, prepare
@@ -44,6 +45,7 @@ class DeepResult:
 
 def deep_attributions(
     call_: PreparedCall,
+    attributed: AttributedInput,
     references: torch.Tensor,
     targets: Sequence[int],
     *,
@@ -56,7 +58,6 @@ def deep_attributions(
     one replayed pass on copies of ``x`` with autograd, then one backward pass per target over the same graph.
     """
     adapter = call_.adapter
-    attributed = AttributedInput(call_, None)  # a sequence's embeddings, else x itself
     x1, forward = attributed.x, attributed.forward or adapter.forward
     if isinstance(adapter.model, torch.jit.ScriptModule):
         raise TypeError(
@@ -116,6 +117,7 @@ def deep_explanations(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
     **options: Any,
 ) -> list[Explanation]:
     """One ``method`` explanation (``"deeplift"`` or ``"deep_shap"``) per target, from one shared computation.
@@ -132,9 +134,16 @@ def deep_explanations(
                 f"target {target!r} is not an output index: the model has outputs 0..{n_outputs - 1}"
             )
     wanted = list(targets) if targets else [call_.target]
-    references, params = _REFERENCES[method](call_, **options)
+    attributed = AttributedInput(call_, layer)  # a sequence's embeddings, else x itself
+    references, params = _REFERENCES[method](attributed, **options)
+    params = {**params, **attributed.params()}
     result = deep_attributions(
-        call_, references, wanted, batch_size=check_batch_size(batch_size), check_cancel=check_cancel
+        call_,
+        attributed,
+        references,
+        wanted,
+        batch_size=check_batch_size(batch_size),
+        check_cancel=check_cancel,
     )
     explanations = [
         _finish(replace(call_, target=t), method, result, i, params) for i, t in enumerate(wanted)
@@ -181,11 +190,13 @@ def _finish(
     return call_.explanation(method, attributions, params, base_value=base_value)
 
 
-def _baseline_reference(call_: PreparedCall, baseline: Any = "zero") -> tuple[torch.Tensor, dict[str, Any]]:
+def _baseline_reference(
+    attributed: AttributedInput, baseline: Any = "zero"
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """DeepLIFT's single reference ``(1, ...)``: ``"zero"``, ``"blur"``, ``"mean"`` (images), a number or a tensor;
     for token ids, the embeddings of ``"zero"`` the pad id in place of every real token, or of reference ids."""
-    if call_.kind == "sequence":
-        attributed = AttributedInput(call_, None)
+    call_ = attributed.call
+    if attributed.path is not None:
         reference = sequence_baseline(attributed, None if isinstance(baseline, str) else baseline)
         return reference, {"baseline": "pad tokens" if isinstance(baseline, str) else "token ids"}
     reference = image_fill(call_.x, baseline) if call_.kind == "image" else row_fill(call_.x, baseline)
@@ -193,16 +204,17 @@ def _baseline_reference(call_: PreparedCall, baseline: Any = "zero") -> tuple[to
 
 
 def _background_references(
-    call_: PreparedCall, background: torch.Tensor, background_size: int | None = None, seed: int = 0
+    attributed: AttributedInput, background: torch.Tensor, background_size: int | None = None, seed: int = 0
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """DeepSHAP's references: ``background`` rows, or a seeded random subset of ``background_size`` of them."""
+    """DeepSHAP's references: ``background`` rows (for token ids: reference ids, embedded), or a seeded random
+    subset of ``background_size`` of them."""
     seed = check_int("seed", seed, 0)
-    if call_.kind == "sequence":
+    if attributed.path is not None:
         if not isinstance(background, torch.Tensor) or background.is_floating_point():
             raise TypeError("for token inputs, background must be reference token ids (B, T)")
-        rows = AttributedInput(call_, None).embed_ids(background)
+        rows = attributed.embed_ids(background)
     else:
-        rows = as_background(background, call_.x)
+        rows = as_background(background, attributed.x)
     if background_size is not None:
         size = check_int("background_size", background_size, 1)
         if size < rows.shape[0]:  # the same nested subset kernel_shap and the widgets' sliders keep
@@ -226,6 +238,7 @@ def deeplift(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
 ) -> Explanation:
     """DeepLIFT with the rescale rule: attributions that sum to ``f(x) - f(baseline)``.
 
@@ -233,6 +246,8 @@ def deeplift(
     Gaussian blur of ``x``: removes detail, keeps colour), ``"mean"`` (each channel's mean), a number, or a tensor
     shaped like ``x``. Attributions are ``(H, W)`` for an image (channels summed; ``params["per_channel"]`` keeps
     ``(C, H, W)``), ``(F,)`` for a row; ``base_value`` is ``f(baseline)``; ``params["delta"]`` the summation gap.
+    Token ids ``(T,)`` are explained at the embedding ``layer`` (default: the input embedding), ``(T,)`` per
+    token; the baseline is then the pad id in place of every real token, or reference ids ``(T,)``.
     """
     (explanation,) = deep_explanations(
         model,
@@ -244,6 +259,7 @@ def deeplift(
         image=image,
         batch_size=batch_size,
         check_cancel=check_cancel,
+        layer=layer,
     )
     return explanation
 
@@ -260,13 +276,15 @@ def deep_shap(
     image: Any = None,
     batch_size: int | None = None,
     check_cancel: Callable[[], None] | None = None,
+    layer: str | nn.Module | None = None,
 ) -> Explanation:
     """DeepSHAP: DeepLIFT averaged over background references (shap's ``DeepExplainer``).
 
     ``background`` is ``(B, ...)`` reference inputs shaped like ``x`` (a sample of training data); with
     ``background_size`` a random subset of that many rows (drawn with ``seed``) is used. The attributions sum to
     ``f(x) - E[f(background)]`` (``base_value`` is that mean); ``params["delta"]`` is the gap. Images give ``(H, W)``
-    maps (``params["per_channel"]`` keeps ``(C, H, W)``), rows ``(F,)``.
+    maps (``params["per_channel"]`` keeps ``(C, H, W)``), rows ``(F,)``. Token ids ``(T,)``: ``background`` is
+    reference ids ``(B, T)``, attributions are at the embedding ``layer`` (default: the input embedding), ``(T,)``.
     """
     (explanation,) = deep_explanations(
         model,
@@ -280,5 +298,6 @@ def deep_shap(
         image=image,
         batch_size=batch_size,
         check_cancel=check_cancel,
+        layer=layer,
     )
     return explanation
