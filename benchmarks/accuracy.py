@@ -15,6 +15,7 @@ estimator gets the same budget of coalitions (each coalition costs one model row
   coalition indicators and returns ``v(S)``.
 
 Error: mean absolute error over the 14 features against the exact values, averaged over inputs and seeds.
+The section also compares the estimators from the literature at equal budget (:mod:`benchmarks.kernel_estimators`).
 """
 
 from __future__ import annotations
@@ -396,6 +397,21 @@ def lime_early_stopping(tols: list[float], budget: int = 1000, seeds: int = 3) -
 # Command line
 
 
+ESTIMATOR_NOTES = """\
+Error of each estimator divided by shap.KernelExplainer's on the same inputs and seeds (lower is better), from
+`python -m benchmarks.kernel_estimators` (its docstring describes each estimator; all read the same tabulated
+coalition values, so only the choice of coalitions and the fit differ).
+
+None reaches the targets of issue 20 (≤ 0.5× from 128 coalitions, ≤ 0.4× from 1024): at 128–512 the best, the
+pairwise-balanced design, stays near 0.6×, and at 1024 the best are about 0.45×. Below 512 coalitions the fit
+hardly matters: over a grid of 40 GP priors (orders' decay × noise), the one best in hindsight for each run was
+only 3–7 % better than leave-one-out's choice; the error there comes from which coalitions are drawn. The library
+keeps its estimator: the allocations (shap's, Leverage SHAP's, PySHAP*'s draws) differ by less than their spread
+over seeds, RAMC's split leaves each half too few pairs (and without the split it is our estimator), the balanced
+design gains 5–13 % but draws pair by pair (a Python loop per pair), and the all-orders fit gains at 2048 only,
+with an n × n solve per grid point."""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0]
@@ -405,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         "--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone"
     )
     args = parser.parse_args(argv)
+    from .kernel_estimators import comparison  # here: kernel_estimators imports this module's game
+
     budgets = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048, 4096]
     n_inputs, seeds = (2, 2) if args.quick else (4, 4)
     torch.manual_seed(0)
@@ -413,6 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     scale = float(problem.exact.abs().mean())
     print(f"exact Shapley values for {n_inputs} inputs: {time.perf_counter() - began:.1f} s")
     curves = error_curves(problem, budgets, seeds)
+    print("estimators from the literature (benchmarks.kernel_estimators) ...")
+    literature = comparison(
+        problem, [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048], seeds * 4
+    )
     stopping = early_stopping(
         problem, 1024 if args.quick else 2048, [0.05, 0.02, 0.01], 1 if args.quick else 2
     )
@@ -430,6 +452,12 @@ def main(argv: list[str] | None = None) -> None:
             error_table(curves, budgets, scale),
             "",
             "![KernelSHAP error against budget](kernel_shap_accuracy.png)",
+            "",
+            "### Estimators from the literature at equal budget",
+            "",
+            ESTIMATOR_NOTES,
+            "",
+            literature,
             "",
             "### Progressive early stopping",
             "",

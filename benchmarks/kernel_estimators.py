@@ -1,0 +1,322 @@
+"""KernelSHAP estimators from the literature on the accuracy benchmark's game, at equal budget (issue 20).
+
+    python -m benchmarks.kernel_estimators            # 4 inputs x 16 seeds, budgets 64..2048 (a few minutes)
+    python -m benchmarks.kernel_estimators --quick    # 2 inputs x 2 seeds, 3 budgets
+
+The game is :mod:`benchmarks.accuracy`'s (a random 14-feature MLP, 5 background rows). All ``2^14`` coalition
+values are tabulated once per input, so every estimator reads the same ``v(S)`` and only the choice of coalitions
+and the fit differ. Each cell is an estimator's mean absolute error divided by ``shap.KernelExplainer``'s
+(``l1_reg=False``) on the same inputs and seeds. The estimators:
+
+- *livexai*: the library's design (shap's allocation of pairs to sizes, stratified without replacement) and its
+  fit (constrained regression with ridge-penalised third-order terms); it reproduces ``kernel_shap`` to 1e-7.
+- *Leverage SHAP* (Musco & Witter, ICLR 2025): the same pairs allotted equally to every size (leverage scores),
+  each stratum weighted by kernel / inclusion probability; fitted with livexai's regression. The stratified
+  fixed-count form of their Bernoulli sampling.
+- *PySHAP\\** (Olsen & Jullum 2024): paired draws with replacement from the Shapley-kernel size distribution until
+  the budget's distinct pairs are found, each weighted by kernel / P(drawn at least once); livexai's regression.
+- *RAMC* (regression-adjusted Monte Carlo, Witter, Liu & Musco 2025) with a cubic surrogate: fitted on one half
+  of the pairs, the unbiased (exact-Gram) KernelSHAP estimate of its residual taken on the other half, and the
+  halves swapped. Without the split it is livexai's estimator itself: the linear coefficients of the regression
+  already satisfy their normal equations, so the residual's regression estimate is zero.
+- *balanced design*: livexai's fit on pairs drawn so that, within each size, every pair of features is in (or
+  out of) the coalitions together about as often as over all coalitions of that size (greedy: the best of 64
+  random candidates each time). With exact second moments the linear fit would be exact for odd parts up to
+  third order.
+- *all odd orders*: livexai's design with a Gaussian-process (kernel-ridge) fit over every odd parity
+  ``u_T``: the linear terms free, order-``k`` terms with prior variance ``rho^((k-3)/2) C(M,3)/C(M,k)``, noise
+  ``lam / weight``, ``(rho, lam)`` by leave-one-out error on a 3 x 3 grid; the Shapley values of the fit in
+  closed form (a parity ``u_T`` gives ``1/|T|`` of its coefficient to each player in ``T``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ._common import markdown_table
+from .accuracy import N_FEATURES as M
+from .accuracy import Problem, make_problem, shap_kernel
+
+FULL = 2**M - 1
+_BITS = 2 ** torch.arange(M)
+
+# An estimator: (coalition values (2^M,) float64 of one input, budget, seed) -> Shapley values (M,) float64.
+Estimator = Callable[[torch.Tensor, int, int], torch.Tensor]
+
+
+def value_table(problem: Problem, i: int) -> torch.Tensor:
+    """``v`` of every coalition of input ``i`` ``(2^M,)`` float64, indexed by its bit code (bit ``j`` = feature j)."""
+    members = ((torch.arange(2**M)[:, None] >> torch.arange(M)) & 1).bool()
+    game = problem.game(problem.inputs[i])
+    return torch.cat([game(chunk) for chunk in members.split(4096)])
+
+
+def _codes(units: torch.Tensor) -> torch.Tensor:
+    return (units.long() * _BITS).sum(1)
+
+
+def _pair_data(table: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``v(S) - v(N \\ S)`` of each pair ``(n,)`` and ``v(N) - v(empty)``."""
+    codes = _codes(units)
+    return table[codes] - table[FULL ^ codes], float(table[FULL] - table[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Designs
+
+
+def stratified_design(budget: int, seed: int, mass_power: float = 1.0, balanced: bool = False):
+    """livexai's stratified pairs (not in nested order) with the size masses raised to ``mass_power`` (1: shap's
+    kernel allocation; 0: equal per size, Leverage SHAP), drawn at random or ``balanced``."""
+    from livexai import _design
+
+    gen = torch.Generator().manual_seed(seed)
+    sizes = list(range(1, M // 2 + 1))
+    population = [math.comb(M, s) // (2 if 2 * s == M else 1) for s in sizes]
+    mass = [(1.0 if 2 * s == M else 2.0) * ((M - 1) / (s * (M - s))) ** mass_power for s in sizes]
+    planned = _design._plan(budget // 2, population, mass)
+    units, strata = [], []
+    for g, (s, total, n) in enumerate(zip(sizes, population, planned, strict=True)):
+        if n == 0:
+            continue
+        draw = _balanced_pairs if balanced and n < total else _design._sample_pairs
+        units.append(draw(M, s, total, n, gen))
+        strata.append(torch.full((n,), g, dtype=torch.long))
+    size = torch.tensor(sizes, dtype=torch.float64)
+    kernel = (M - 1) / (
+        torch.tensor([math.comb(M, s) for s in sizes], dtype=torch.float64) * size * (M - size)
+    )
+    return torch.cat(units), torch.cat(strata), torch.tensor(population, dtype=torch.float64), kernel
+
+
+def _balanced_pairs(m: int, s: int, total: int, n: int, gen: torch.Generator, candidates: int = 64):
+    """``n`` distinct pairs of size ``s``, each the candidate (of ``candidates`` random ones) that adds least to
+    ``u' A u``, ``A`` the sum of ``u u'`` so far: the second moments stay close to the population's."""
+    moments = torch.zeros(m, m, dtype=torch.float64)
+    chosen = torch.zeros(n, m, dtype=torch.bool)
+    seen: set[int] = set()
+    for row in range(n):
+        picks = torch.rand(candidates, m, generator=gen).argsort(1)[:, :s]
+        z = torch.zeros(candidates, m, dtype=torch.bool).scatter_(1, picks, True)
+        if 2 * s == m:
+            z = torch.where(z[:, :1], z, ~z)  # a middle pair is named by its side with feature 0
+        u = z.double() * 2 - 1
+        score = ((u @ moments) * u).sum(1)
+        codes = _codes(z).tolist()
+        score += torch.tensor([math.inf if code in seen else 0.0 for code in codes], dtype=torch.float64)
+        best = int(score.argmin())
+        seen.add(codes[best])
+        chosen[row] = z[best]
+        moments += torch.outer(u[best], u[best])
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimators
+
+
+def livexai_fit(table, units, strata, population, kernel, interactions: bool = True) -> torch.Tensor:
+    from livexai._surrogate import shapley_regression
+
+    diffs, delta = _pair_data(table, units)
+    return shapley_regression(
+        units, diffs, strata, population, kernel, delta, interactions=interactions
+    ).values
+
+
+def stratified(mass_power: float = 1.0, balanced: bool = False) -> Estimator:
+    def estimate(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+        return livexai_fit(table, *stratified_design(budget, seed, mass_power, balanced))
+
+    return estimate
+
+
+def pyshap_star(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+    """Olsen & Jullum's paired sampling with replacement and corrected (inclusion-probability) weights."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.arange(1, M, dtype=torch.float64)
+    size_p = (M - 1) / (sizes * (M - sizes))
+    size_p /= size_p.sum()
+    combos = torch.tensor([math.comb(M, s) for s in range(M + 1)], dtype=torch.float64)
+    found: dict[int, None] = {}
+    draws = 0
+    while len(found) < budget // 2:
+        batch = 4 * (budget // 2 - len(found)) + 16
+        size = torch.multinomial(size_p, batch, replacement=True, generator=gen) + 1
+        keys = torch.rand(batch, M, generator=gen)
+        z = keys.argsort(1).argsort(1) < size[:, None]  # a random subset of each drawn size
+        for code in _codes(z).tolist():
+            found.setdefault(min(code, FULL ^ code))
+            draws += 1
+            if len(found) == budget // 2:
+                break
+    codes = torch.tensor(list(found))
+    units = ((codes[:, None] >> torch.arange(M)) & 1).bool()
+    s = units.sum(1)
+    # One draw hits a given pair through either side: 2 * P(size) / C(M, s) (the two sides have the same size mass).
+    hit = 2 * size_p[s - 1] / combos[s]
+    included = 1 - (1 - hit) ** draws
+    weight = (M - 1) / (combos[s] * s * (M - s)) / included
+    n = units.shape[0]
+    return livexai_fit(table, units, torch.arange(n), torch.ones(n, dtype=torch.float64), weight)
+
+
+def ramc_crossfit(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+    """Cubic surrogate on one half, unbiased KernelSHAP of the residual on the other, both ways, averaged."""
+    from livexai._surrogate import _KernelSystem, _parities, _penalised_solve, _to_values, _triples
+
+    units, strata, population, kernel = stratified_design(budget, seed)
+    diffs, delta = _pair_data(table, units)
+    triples = _triples(M, torch.device("cpu"))
+    features = _parities(units.double(), triples)
+    sizes = torch.arange(1, M // 2 + 1, dtype=torch.float64)
+    agree = (sizes * (sizes - 1) + (M - sizes) * (M - sizes - 1)) / (M * (M - 1))  # E[u_i u_j] in a size
+    mass = kernel * population
+    off_diagonal = float((mass * agree).sum() / mass.sum())  # the exact Gram is (1 - c) I + c 1 1'
+    halves = torch.arange(units.shape[0]) % 2
+    result = torch.zeros(M, dtype=torch.float64)
+    for half in (0, 1):
+        fit, check = halves == half, halves != half
+        weights = _stratum_weights(strata[fit], population, kernel)
+        system = _KernelSystem.build(features[fit], weights / weights.sum(), diffs[fit], delta, M)
+        _, _, theta = _penalised_solve(system, True, None)
+        residual = diffs[check] - features[check] @ theta
+        moment = (_stratum_weights(strata[check], population, kernel) / mass.sum()) @ (
+            features[check, :M] * residual[:, None]
+        )
+        result += 0.5 * (_to_values(theta, M, triples) + (moment - moment.mean()) / (1 - off_diagonal))
+    return result
+
+
+def _stratum_weights(strata: torch.Tensor, population: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    counts = torch.bincount(strata, minlength=population.numel()).double().clamp_min(1.0)
+    return kernel[strata] * (population / counts)[strata]
+
+
+def _signed_elementary(n: int) -> torch.Tensor:
+    """``E[k, q]``: the elementary symmetric polynomial ``e_k`` of ``n`` signs of which ``q`` are -1."""
+    table = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    for k in range(n + 1):
+        for q in range(n + 1):
+            table[k, q] = sum(
+                math.comb(n - q, k - j) * math.comb(q, j) * (-1) ** j for j in range(min(k, q) + 1)
+            )
+    return table
+
+
+def all_odd_orders(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+    """Kernel-ridge (GP) fit over every odd parity, linear terms free, the full coalition fitted exactly."""
+    units, strata, population, kernel = stratified_design(budget, seed)
+    diffs, delta = _pair_data(table, units)
+    weights = _stratum_weights(strata, population, kernel)
+    weights = weights / weights.sum()
+    n = units.shape[0]
+    u = torch.cat([units.double() * 2 - 1, torch.ones(1, M, dtype=torch.float64)])  # + the full coalition
+    d = torch.cat([diffs, torch.tensor([delta], dtype=torch.float64)])
+    disagree = ((M - u @ u.T) / 2).round().long()
+    negative = (u < 0).long()
+    others_negative = negative.sum(1, keepdim=True) - negative
+    e_all, e_others = _signed_elementary(M), _signed_elementary(M - 1)
+    best = (math.inf, None)
+    for rho in (0.0, 0.1, 0.3):
+        scale = {
+            k: (rho ** ((k - 3) // 2) if k > 3 else 1.0) * math.comb(M, 3) / math.comb(M, k)
+            for k in range(3, M + 1, 2)
+        }
+        scale = {k: c for k, c in scale.items() if c > 0}
+        gram = sum(c * e_all[k][disagree] for k, c in scale.items())
+        # Shapley values of the random part: phi_i = sum_n alpha_n sum_k c_k / k * u_ni e_{k-1}(u_n without i)
+        to_values = sum((c / k) * u * e_others[k - 1][others_negative] for k, c in scale.items()).T
+        for lam in (1e-3, 0.1, 0.3):
+            noise = torch.cat([lam / weights, torch.zeros(1, dtype=torch.float64)])
+            covariance = gram + torch.diag(noise) + 1e-10 * float(gram.diagonal().mean()) * torch.eye(n + 1)
+            factor, info = torch.linalg.cholesky_ex(covariance)
+            if int(info):
+                continue
+            solved_u = torch.cholesky_solve(u, factor)
+            solved_d = torch.cholesky_solve(d[:, None], factor)[:, 0]
+            information = u.T @ solved_u
+            beta = torch.linalg.solve(information, u.T @ solved_d)
+            alpha = solved_d - solved_u @ beta
+            projector = torch.cholesky_inverse(factor) - solved_u @ torch.linalg.solve(
+                information, solved_u.T
+            )
+            loo = float((weights * (alpha[:n] / projector.diagonal()[:n]) ** 2).sum())
+            if loo < best[0]:
+                best = (loo, beta + to_values @ alpha)
+    return best[1]
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "livexai (shap allocation)": stratified(1.0),
+    "Leverage SHAP (equal per size)": stratified(0.0),
+    "PySHAP* (paired, corrected weights)": pyshap_star,
+    "RAMC, cubic surrogate, 2-fold": ramc_crossfit,
+    "livexai, balanced design": stratified(1.0, balanced=True),
+    "livexai, all odd orders (GP)": all_odd_orders,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The comparison
+
+
+def comparison(problem: Problem, budgets: list[int], seeds: int) -> str:
+    """The table: budget x estimator -> mean absolute error / shap's at that budget (same inputs and seeds)."""
+    exact = problem.exact
+    runs = [(i, seed) for i in range(len(problem.inputs)) for seed in range(seeds)]
+    tables = [value_table(problem, i) for i in range(len(problem.inputs))]
+    shap_error = {
+        b: np.mean(
+            [np.abs(shap_kernel(problem, i, b, seed)[0] - exact[i].numpy()).mean() for i, seed in runs]
+        )
+        for b in budgets
+    }
+    ratios: dict[str, dict[int, float]] = {}
+    seconds: dict[str, float] = {}
+    for name, estimator in ESTIMATORS.items():
+        began = time.perf_counter()
+        ratios[name] = {
+            b: float(
+                np.mean([float((estimator(tables[i], b, seed) - exact[i]).abs().mean()) for i, seed in runs])
+            )
+            / shap_error[b]
+            for b in budgets
+        }
+        seconds[name] = (time.perf_counter() - began) / (len(runs) * len(budgets))
+        print(f"  {name}: {seconds[name]:.3f} s per estimate", flush=True)
+    header = ["coalitions", "shap error", *ESTIMATORS]
+    rows = [
+        [str(b), f"{shap_error[b]:.4f}", *[f"{ratios[name][b]:.2f}×" for name in ESTIMATORS]] for b in budgets
+    ]
+    timing = "; ".join(f"{name} {seconds[name] * 1e3:.0f} ms" for name in ESTIMATORS)
+    return "\n".join(
+        [
+            markdown_table(header, rows),
+            "",
+            f"{len(problem.inputs)} inputs × {seeds} seeds per cell, the same for every column; fit time per "
+            f"estimate (coalition values read from a table, this machine): {timing}.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.kernel_estimators", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="2 inputs x 2 seeds, 3 budgets")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    budgets = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    n_inputs, seeds = (2, 2) if args.quick else (4, 16)
+    print(comparison(make_problem(n_inputs), budgets, seeds))
+
+
+if __name__ == "__main__":
+    main()
