@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import hook_count
@@ -117,6 +119,93 @@ def test_seeded_and_normalisation_mapped_back() -> None:
     assert torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)
     pixels = first.inputs * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     torch.testing.assert_close(pixels.permute(0, 2, 3, 1), first.images)
+
+
+class Normalize(nn.Module):
+    """Shaped like torchvision's ``transforms.Normalize`` (not installed here): a module with ``mean``, ``std``."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+
+
+class Compose:
+    """Shaped like torchvision's ``transforms.Compose``: the steps in a ``transforms`` list."""
+
+    def __init__(self, transforms: list[object]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.transforms:
+            x = step(x)
+        return x
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def hugging_face_processor(**kwargs: object) -> object:
+    transformers = pytest.importorskip("transformers")
+    return transformers.ViTImageProcessor(image_mean=list(MEAN), image_std=list(STD), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "preprocess",
+    [
+        lambda: Normalize(MEAN, STD),
+        lambda: Compose([lambda x: x * 2, Compose([Normalize(MEAN, STD)]), lambda x: x]),
+        lambda: nn.Sequential(nn.Identity(), Normalize(MEAN, STD)),
+        hugging_face_processor,
+    ],
+    ids=["normalize", "compose", "sequential", "hugging-face"],
+)
+def test_normalisation_read_from_preprocess(preprocess) -> None:
+    model = filter_model(torch.tensor([1.0, -1.0, -1.0]).reshape(1, 3, 1, 1))
+    given = livexai.feature_visualization(model, "1", 0, steps=3, size=16, mean=MEAN, std=STD)
+    read = livexai.feature_visualization(model, "1", 0, steps=3, size=16, preprocess=preprocess())
+    torch.testing.assert_close(read.inputs, given.inputs)
+    both = livexai.feature_visualization(model, "1", 0, steps=3, size=16, preprocess=preprocess(), mean=MEAN)
+    torch.testing.assert_close(both.inputs, given.inputs)
+
+
+def test_hugging_face_processor_without_normalisation_feeds_pixels() -> None:
+    model = filter_model(torch.tensor([1.0, -1.0, -1.0]).reshape(1, 3, 1, 1))
+    vis = livexai.feature_visualization(
+        model, "1", 0, steps=3, size=16, preprocess=hugging_face_processor(do_normalize=False)
+    )
+    torch.testing.assert_close(vis.inputs.permute(0, 2, 3, 1), vis.images)
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "extra", "message"),
+    [
+        (Compose([lambda x: x]), {}, "could not read mean and std from preprocess=Compose"),
+        (lambda x: x, {}, "or pass mean= and std= instead"),
+        (Compose([Normalize(MEAN, STD), Normalize(MEAN, STD)]), {}, "2 normalisation steps"),
+        (Normalize(MEAN, STD), {"std": (0.5, 0.5, 0.5)}, "std=(0.5, 0.5, 0.5) disagrees with the std read"),
+        (Normalize(MEAN, (0.2, 0.2)), {}, "std must have 1 or 3 values"),
+    ],
+)
+def test_unreadable_or_contradicting_preprocess(preprocess: object, extra: dict, message: str) -> None:
+    model = filter_model(torch.ones(1, 3, 1, 1))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        livexai.feature_visualization(model, "1", 0, steps=1, size=16, preprocess=preprocess, **extra)
+
+
+def test_progress_true_draws_a_bar_in_place(
+    shapes_model: nn.Module, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vis = livexai.feature_visualization(shapes_model, "features.relu2", 1, steps=12, size=16, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rfeature_visualization [") and err.endswith("\n") and err.count("\n") == 1
+    last = err.rstrip("\n").split("\r")[-1]
+    assert "[" + "#" * 24 + "] 12/12" in last
+    assert f"objective {float(vis.objective_history[-1].mean()):.4g}" in last
+    with pytest.raises(TypeError, match="progress must be True"):
+        livexai.feature_visualization(shapes_model, "features.relu2", 1, steps=1, progress="yes")
 
 
 def test_progress_gets_partial_images_and_can_cancel(shapes_model: nn.Module) -> None:

@@ -19,6 +19,7 @@ the chosen layer (nothing past it is computed) is removed in ``finally``.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -320,6 +321,92 @@ def _normalisation(
     return mean_, std_
 
 
+def _read_normalisation(preprocess: object) -> tuple[object, object] | None:
+    """``(mean, std)`` as given by a preprocessing object, or None where it has none.
+
+    Read, in order: Hugging Face image processors' ``image_mean``/``image_std`` (``(0, 1)`` when their
+    ``do_normalize`` is off), an object's own ``mean``/``std`` (torchvision's ``Normalize``), then the steps of a
+    composition (``.transforms`` as in torchvision's ``Compose``, or an ``nn.Sequential``), recursively.
+    """
+    if hasattr(preprocess, "image_mean") or hasattr(preprocess, "image_std"):
+        if getattr(preprocess, "do_normalize", True) is False:
+            return 0.0, 1.0
+        mean, std = getattr(preprocess, "image_mean", None), getattr(preprocess, "image_std", None)
+        return None if mean is None or std is None else (mean, std)
+    mean, std = getattr(preprocess, "mean", None), getattr(preprocess, "std", None)
+    if mean is not None and std is not None and not callable(mean) and not callable(std):
+        return mean, std
+    steps = getattr(preprocess, "transforms", None)
+    if steps is None and isinstance(preprocess, nn.Sequential):
+        steps = list(preprocess)
+    if not isinstance(steps, (list, tuple)):
+        return None
+    found = [pair for pair in (_read_normalisation(step) for step in steps) if pair is not None]
+    if len(found) > 1:
+        raise ValueError(
+            f"preprocess has {len(found)} normalisation steps; pass the model's input normalisation as mean= "
+            "and std= instead"
+        )
+    return found[0] if found else None
+
+
+def _normalisation_of(
+    preprocess: object,
+    mean: Sequence[float] | torch.Tensor | None,
+    std: Sequence[float] | torch.Tensor | None,
+    n_channels: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input normalisation as ``(1, C, 1, 1)`` tensors, from ``mean``/``std`` or read from ``preprocess``;
+    where both are given they must agree."""
+    given = _normalisation(mean, std, n_channels, device)
+    if preprocess is None:
+        return given
+    pair = _read_normalisation(preprocess)
+    if pair is None:
+        raise ValueError(
+            f"could not read mean and std from preprocess={type(preprocess).__name__}: expected an object with "
+            "mean and std (torchvision's Normalize), a composition whose .transforms list holds one (Compose), "
+            "or a Hugging Face image processor with image_mean and image_std; or pass mean= and std= instead"
+        )
+    read = _normalisation(*pair, n_channels, device)
+    for name, ours, theirs, value in (("mean", given[0], read[0], mean), ("std", given[1], read[1], std)):
+        if value is not None and not torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"{name}={value!r} disagrees with the {name} read from preprocess "
+                f"({[round(v, 6) for v in theirs.flatten().tolist()]}); pass one of them"
+            )
+    return read
+
+
+class _TextBar:
+    """A one-line progress bar on stderr, redrawn in place with a carriage return (terminals and Jupyter both
+    honour it), at most every 0.1 s: ``feature_visualization [#####-----]  96/256  objective 12.3  4.1 s``."""
+
+    _WIDTH = 24
+    _EVERY_S = 0.1
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.began = time.perf_counter()
+        self.drawn = -math.inf
+        self.longest = 0
+
+    def update(self, step: int, values: torch.Tensor) -> None:
+        now = time.perf_counter()
+        if step < self.steps and now - self.drawn < self._EVERY_S:
+            return
+        self.drawn = now
+        filled = self._WIDTH * step // self.steps
+        line = (
+            f"\rfeature_visualization [{'#' * filled}{'-' * (self._WIDTH - filled)}] {step:>{len(str(self.steps))}}"
+            f"/{self.steps}  objective {float(values.mean()):.4g}  {now - self.began:.1f} s"
+        )
+        self.longest = max(self.longest, len(line))
+        sys.stderr.write(line.ljust(self.longest) + ("\n" if step == self.steps else ""))
+        sys.stderr.flush()
+
+
 # -- feature visualisation ----------------------------------------------------------------------------------------
 def _channel_list(channel: int | Sequence[int] | None, layer: object, batch: int) -> list[int | None]:
     """One entry per image: each channel ``batch`` times (None: the whole layer)."""
@@ -363,7 +450,8 @@ def feature_visualization(
     transforms: Literal["standard"] | None = "standard",
     parameterization: Literal["fourier", "pixel"] = "fourier",
     seed: int = 0,
-    progress: Callable[[FeatureVis], None] | Literal[False] | None = False,
+    progress: Callable[[FeatureVis], None] | bool | None = False,
+    preprocess: object = None,
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
     examples: torch.Tensor | Iterable[torch.Tensor] | None = None,
@@ -385,10 +473,15 @@ def feature_visualization(
     parameterization: ``"fourier"`` (1/frequency-scaled spectrum, decorrelated colour) or ``"pixel"``; with
         ``transforms=None`` the latter is the naive gradient ascent the recipe improves on.
     seed: seeds the starting image and the transforms (a generator on the model's device).
-    progress: a callable receiving a partial :class:`FeatureVis` 8 times per run (it may raise
-        :class:`livexai.Cancelled` to stop); False or None for none.
-    mean, std: the model's input normalisation (per channel); images are optimised in [0, 1] pixels and fed to
-        the model as ``(pixels - mean) / std``. Defaults 0 and 1 (the shipped models normalise inside).
+    progress: True draws a text bar on stderr (step, objective, time), redrawn in place in a terminal or a
+        notebook; a callable receives a partial :class:`FeatureVis` 8 times per run instead (it may raise
+        :class:`livexai.Cancelled` to stop); False or None for neither.
+    preprocess: where to read the model's input normalisation from: torchvision's ``Normalize`` (anything with
+        ``mean`` and ``std``), a ``Compose`` holding one, or a Hugging Face image processor (``image_mean``,
+        ``image_std``). Only the normalisation is read; nothing else of it is applied.
+    mean, std: the model's input normalisation (per channel), when not read from ``preprocess``; images are
+        optimised in [0, 1] pixels and fed to the model as ``(pixels - mean) / std``. Defaults 0 and 1 (the
+        shipped models normalise inside).
     examples: images ``(N, C, H, W)`` (or an iterable of batches); the best one's objective is reported as
         ``example_activation`` for comparison.
     """
@@ -399,9 +492,10 @@ def feature_visualization(
     if transforms is not None:
         check_choice("transforms", transforms, ("standard",))
     parameterization = check_choice("parameterization", parameterization, _PARAMETERIZATIONS)  # type: ignore[assignment]
-    if progress is not False and progress is not None and not callable(progress):
+    if not isinstance(progress, bool) and progress is not None and not callable(progress):
         raise TypeError(
-            f"progress must be a callable receiving a partial FeatureVis, or False; got {progress!r}"
+            f"progress must be True (a text bar), a callable receiving a partial FeatureVis, or False; "
+            f"got {progress!r}"
         )
     if layer is None and objective.endswith("neuron"):
         raise ValueError("with layer=None the objective is a class logit, which has no centre: use 'channel'")
@@ -409,7 +503,7 @@ def feature_visualization(
     channels = _channel_list(channel, layer, 1 if batch is None else check_int("batch", batch, 1))
     n_channels, height, width = _input_shape(unit.adapter.model, size, examples)
     device = unit.adapter.device
-    mean_, std_ = _normalisation(mean, std, n_channels, device)
+    mean_, std_ = _normalisation_of(preprocess, mean, std, n_channels, device)
     generator = torch.Generator(device=device).manual_seed(check_int("seed", seed, 0))
     shape = (len(channels), n_channels, height, width)
 
@@ -458,6 +552,7 @@ def feature_visualization(
         )
 
     report_every = max(1, math.ceil(steps / _N_PARTIAL))
+    bar = _TextBar(steps) if progress is True else None
     for step in range(1, steps + 1):
         with unit.adapter.session(), torch.enable_grad(), _redirected_relus(unit.adapter.model):
             pixels = render(leaf)
@@ -467,7 +562,9 @@ def feature_visualization(
             (leaf.grad,) = torch.autograd.grad(-values.sum(), [leaf])
         optimiser.step()
         history.append(values.detach())
-        if progress and step % report_every == 0 and step < steps:
+        if bar is not None:
+            bar.update(step, values.detach())
+        elif progress and step % report_every == 0 and step < steps:
             progress(result(step))
     return result(steps)
 
