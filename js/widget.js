@@ -151,6 +151,7 @@ export const TRAITS = Object.freeze({
   target: "target",
   controls: "controls",
   channel: "channel", // LayerWidget
+  featurevis: "featurevis", // LayerWidget (what the chosen channel looks for)
   thumbnails: "thumbnails", // Explorer
   selected: "selected", // Explorer (a parameter, drawn as the strip rather than a control)
   correlation: "correlation", // Explorer
@@ -180,6 +181,8 @@ export const PARAMETERS = Object.freeze([
   "layer", // LayerWidget, TextWidget
   "head", // TextWidget
   "n_channels", // LayerWidget
+  "optimisation", // LayerWidget
+  "steps", // LayerWidget
   "summary", // TabularExplorer
   "depth", // TabularExplorer
 ]);
@@ -978,6 +981,49 @@ export function similarityText(similarity) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// What a channel looks for (LayerWidget): pure functions
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * A channel's feature visualisation and dataset examples: `_featurevis_wire()` in src/livexai/widgets/layer.py.
+ * @typedef {object} FeatureVisView
+ * @property {string} status "computing", "partial", "done" or "error"
+ * @property {string} note
+ * @property {string} layer
+ * @property {number} channel
+ * @property {string} optimisation "robust" or "naive"
+ * @property {number} step
+ * @property {number} steps
+ * @property {WireArray | null} image (h, w, 3) uint8, the optimised image so far
+ * @property {number | null} activation
+ * @property {number | null} random_activation
+ * @property {WireArray | null} top (k, h, w, 3) uint8, the images that excite the channel most
+ * @property {number[]} top_values
+ * @property {number[]} top_indices
+ */
+
+/**
+ * The section's heading: which channel, which recipe, how far the optimisation is.
+ * @param {FeatureVisView} fv
+ * @returns {string}
+ */
+export function featurevisHeading(fv) {
+  const progress = fv.status === "done" ? `${fv.steps} steps` : `step ${fv.step}/${fv.steps}`;
+  return `what channel ${fv.channel} of ${fv.layer} looks for · ${fv.optimisation} optimisation · ${progress}`;
+}
+
+/**
+ * The optimised image's caption: its activation against a random image's (how much the optimisation gained).
+ * @param {FeatureVisView} fv
+ * @returns {string}
+ */
+export function featurevisCaption(fv) {
+  if (fv.activation === null) return fv.status === "error" ? "" : "optimising…";
+  const random = fv.random_activation === null ? "" : ` (random image ${formatValue(fv.random_activation)})`;
+  return `activation ${formatValue(fv.activation)}${random}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Text (TextWidget): pure functions
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -1300,6 +1346,7 @@ function buildLayout(kind) {
   const main = element("div", "livexai-main");
   const panels = element("div", "livexai-panels");
   const channels = element("div", "livexai-channels");
+  const featurevis = element("div", "livexai-featurevis");
   const correlation = element("div", "livexai-correlation");
   const sanity = element("div", "livexai-sanity");
   const tabs = element("div", "livexai-tabs");
@@ -1307,13 +1354,13 @@ function buildLayout(kind) {
   const waterfall = element("div", "livexai-waterfall");
   const global = element("div", "livexai-global");
   const text = element("div", "livexai-text");
-  main.append(tabs, rows, waterfall, global, text, panels, channels, sanity, correlation);
+  main.append(tabs, rows, waterfall, global, text, panels, channels, featurevis, sanity, correlation);
   body.append(side, main);
   const info = element("div", "livexai-info");
   root.append(header, error, strip, body, info);
   return {
     root, title, status, progress, progressBar, error, strip, controls, viewControls, predictions, panels, channels,
-    sanity, correlation, info, tabs, rows, waterfall, global, text,
+    sanity, correlation, info, tabs, rows, waterfall, global, text, featurevis,
   };
 }
 
@@ -1706,6 +1753,50 @@ function channelGrid(ctx, p) {
     }
   }
   return [largeTitle, large, grid];
+}
+
+/**
+ * What the chosen channel looks for (LayerWidget, activations): the image optimised to excite it, streaming in
+ * as it improves, beside the given images that excite it most with their activations.
+ * @param {Context} ctx
+ * @param {HTMLElement} node
+ * @returns {() => void}
+ */
+function featurevisSection(ctx, node) {
+  return function update() {
+    /** @type {FeatureVisView | null} */
+    const fv = ctx.model.get(TRAITS.featurevis);
+    node.replaceChildren();
+    if (!fv) return;
+    node.dataset.status = fv.status;
+    const optimised = element("figure", "livexai-featurevis-image");
+    const canvas = element("canvas");
+    const image = decodeArray(fv.image);
+    if (image) putPixels(canvas, imagePixels(image), image.shape[1], image.shape[0]);
+    optimised.append(canvas, element("figcaption", null, featurevisCaption(fv)));
+    const examples = element("div", "livexai-featurevis-examples");
+    const top = decodeArray(fv.top);
+    if (top) {
+      const [count, h, w] = top.shape;
+      examples.append(element("div", "livexai-section-title", "the given images that excite it most"));
+      const grid = element("div", "livexai-featurevis-grid");
+      for (let i = 0; i < count; i++) {
+        const example = element("figure", "livexai-featurevis-example");
+        const thumb = element("canvas");
+        putPixels(thumb, imagePixels({ values: top.values.subarray(i * h * w * 3, (i + 1) * h * w * 3), shape: [h, w, 3] }), w, h);
+        example.title = `image ${fv.top_indices[i]}`;
+        example.append(thumb, element("figcaption", null, formatValue(fv.top_values[i])));
+        grid.append(example);
+      }
+      examples.append(grid);
+    } else {
+      examples.append(element("div", "livexai-featurevis-hint", "LayerWidget(..., images=...) also shows the images that excite the channel most"));
+    }
+    const row = element("div", "livexai-featurevis-row");
+    row.append(optimised, examples);
+    node.append(element("div", "livexai-section-title", featurevisHeading(fv)), row);
+    if (fv.note) node.append(element("div", "livexai-featurevis-note", fv.note));
+  };
 }
 
 /**
@@ -2225,6 +2316,7 @@ function render({ model, el }) {
     [[TRAITS.thumbnails, TRAITS.selected], stripSection(ctx, layout.strip)],
     [[TRAITS.correlation], correlationSection(ctx, layout.correlation)],
     [[TRAITS.sanity], sanitySection(ctx, layout.sanity)],
+    [[TRAITS.featurevis], featurevisSection(ctx, layout.featurevis)],
   ];
   if (model.get(TRAITS.kind) === "text") {
     sections.push([[TRAITS.text, TRAITS.predictions, TRAITS.target], textSection(ctx, layout.text)]);

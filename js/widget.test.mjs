@@ -38,6 +38,8 @@ import widget, {
   sanityHeading,
   scaledBoundaries,
   segmentCount,
+  featurevisCaption,
+  featurevisHeading,
   textLegend,
   tokenScale,
   tokenShade,
@@ -467,4 +469,13 @@ test("the colour scale ignores padding and the legend names the class", () => {
   assert.equal(tokenScale(values, content, false), 0.5);
   assert.match(textLegend(true, "positive"), /red: pushes toward "positive"/);
   assert.equal(textLegend(false, "positive"), "darker: more attention");
+});
+
+test("the feature visualisation's heading says how far it is and its caption what it gained", () => {
+  const fv = { status: "partial", note: "", layer: "features.conv3", channel: 5, optimisation: "robust", step: 32, steps: 128,
+    image: null, activation: 19.82, random_activation: 1.2168, top: null, top_values: [], top_indices: [] };
+  assert.equal(featurevisHeading(fv), "what channel 5 of features.conv3 looks for · robust optimisation · step 32/128");
+  assert.equal(featurevisHeading({ ...fv, status: "done" }), "what channel 5 of features.conv3 looks for · robust optimisation · 128 steps");
+  assert.equal(featurevisCaption(fv), "activation 19.8 (random image 1.22)");
+  assert.equal(featurevisCaption({ ...fv, activation: null }), "optimising…");
 });
