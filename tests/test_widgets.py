@@ -389,9 +389,10 @@ def test_layer_widget_activations_grid_and_channel_clicks(model, x) -> None:
     np.testing.assert_array_equal(from_wire(shown["channel_ids"]), direct.ranking[:4].numpy())
     np.testing.assert_array_equal(from_wire(shown["channels"]), direct.maps[direct.ranking[:4]].numpy())
     jobs, panels = widget._runner.jobs_started, widget.panels
-    widget.set_state({"channel": int(direct.ranking[2])})  # a click enlarges a channel: drawn in the browser...
+    # A click enlarges a channel, drawn in the browser: the map is not recomputed.
+    widget.set_state({"channel": int(direct.ranking[2])})
     widget.wait(10)
-    assert widget.channel == int(direct.ranking[2]) and widget.panels is panels  # ...the map is not recomputed
+    assert widget.channel == int(direct.ranking[2]) and widget.panels is panels
     assert widget._runner.jobs_started == jobs + 1  # only what the channel looks for is
     assert widget.featurevis["channel"] == int(direct.ranking[2])
     widget.set_state({"layer": "features.2", "n_channels": 64})
