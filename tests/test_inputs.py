@@ -111,3 +111,17 @@ def test_parameter_checks() -> None:
         check_float("kernel_width", 0.0, 0.0, open_low=True)
     with pytest.raises(ValueError, match="baseline must be one of 'blur', 'mean'; got 'x'"):
         check_choice("baseline", "x", ("blur", "mean"))
+
+
+def test_an_input_found_finite_is_checked_again_after_an_in_place_edit() -> None:
+    x = torch.rand(3, 8, 8)
+    as_single_input(x)
+    as_single_input(x)  # the same unmodified tensor: remembered as finite
+    x[0, 0, 0] = float("nan")  # an in-place edit bumps its version counter
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        as_single_input(x)
+    y = torch.rand(2, 3, 8, 8)
+    as_single_input(y[0])
+    y[0, 1, 2, 3] = float("inf")  # an edit through the base reaches every view of it
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        as_single_input(y[0])

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary  # tensors compare elementwise: keys go by identity
 
 InputKind = Literal["image", "tabular", "sequence"]
 
@@ -46,11 +47,30 @@ def as_single_input(x: object, name: str = "x") -> tuple[torch.Tensor, InputKind
         )
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if x.is_floating_point() and not _known_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
     if x.is_complex():
         raise TypeError(f"{name} is complex ({x.dtype}); expected real numbers")
     return x, ("image" if x.ndim == 4 else "tabular")
+
+
+# Inputs found finite, by identity, with their in-place version counter then: a widget or a loop explaining the
+# same tensor again skips the check (a full pass over the input and a device sync), and an in-place edit redoes it.
+_FINITE: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _known_finite(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds only finite values: checked once per unmodified tensor."""
+    if x.is_inference():  # no version counter to tell an in-place edit: always checked
+        return bool(torch.isfinite(x).all())
+    base = x._base if x._base is not None else x  # a view (x[None]) is new each call; its base is not
+    key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version)
+    if _FINITE.get(base) == key:
+        return True
+    finite = bool(torch.isfinite(x).all())
+    if finite:
+        _FINITE[base] = key
+    return finite
 
 
 def first_convolution(model: object) -> nn.Conv2d | None:

@@ -287,7 +287,7 @@ def layout_of(model: object, module: nn.Module, x: torch.Tensor, output: torch.T
     From the shape alone when only one reading fits the image (a CNN's maps, patch tokens), so Grad-CAM stays one
     forward pass; otherwise probed once by :func:`layer_info` and remembered.
     """
-    shape = tuple(as_single_input(x)[0].shape)
+    shape = tuple(x.shape) if x.ndim == 4 else (1, *x.shape)  # only its shape matters: no input checks again
     plain = layout_from_shape(tuple(output.shape), shape[-2:])
     if plain is not None:
         return plain
