@@ -195,16 +195,17 @@ def test_attention_sums_to_one_over_keys_and_equals_a_manual_recomputation() -> 
     assert not model.training
 
 
-def _tiny_bert() -> nn.Module:
+def tiny_bert(vocab_size: int = VOCAB, num_labels: int = 3) -> nn.Module:
+    """A two-layer BERT classifier built from a config (nothing downloaded), pad id 0, in eval mode."""
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         hidden_size=16,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=32,
-        num_labels=3,
-        max_position_embeddings=16,
+        num_labels=num_labels,
+        max_position_embeddings=32,
         pad_token_id=PAD,
     )
     torch.manual_seed(0)
@@ -212,7 +213,7 @@ def _tiny_bert() -> nn.Module:
 
 
 def test_a_hugging_face_text_model_takes_a_tokenizer_mapping_with_its_attention_mask() -> None:
-    model = _tiny_bert()
+    model = tiny_bert()
     encoded = {
         "input_ids": torch.tensor([[2, 5, 7, 9, 3, PAD]]),
         "attention_mask": torch.tensor([[1] * 5 + [0]]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_sequences import IDS, PAD, TinyAttention
+from test_sequences import IDS, PAD, TinyAttention, tiny_bert
 
 import livexai
 from livexai.widgets._serialize import from_wire
@@ -149,17 +149,7 @@ def test_a_hugging_face_model_with_its_tokenizer_groups_sub_tokens_into_words() 
         "##era",
     ]
     tokenizer = transformers.BertTokenizerFast(vocab={word: i for i, word in enumerate(words)})
-    config = transformers.BertConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=2,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    bert = transformers.BertForSequenceClassification(config).eval()
+    bert = tiny_bert(len(words), num_labels=2)
     first = tokenizer("the screen is good", return_tensors="pt")
     widget = livexai.TextWidget(bert, first, tokenizer=tokenizer, method="kernel_shap")
     widget.wait(60)
