@@ -47,6 +47,16 @@ def test_an_objective_off_everywhere_at_the_start_still_moves() -> None:
     assert vis.objective_history[0, 0] == 0 and vis.activation[0] > 0.01
 
 
+def test_redirection_comes_back_when_an_image_gets_no_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first steps ReLUs are plain, except in a step after one where an image got no gradient at all:
+    with no redirected steps at the start, the all-off objective above must still move."""
+    monkeypatch.setattr(livexai.featurevis, "_REDIRECT_STEPS", 0)
+    model = filter_model(torch.tensor([1.0, -1.0, -1.0]).reshape(1, 3, 1, 1))
+    vis = livexai.feature_visualization(model, "1", 0, steps=24, size=16, parameterization="pixel")
+    assert vis.objective_history[0, 0] == 0 and vis.activation[0] > 0.01
+    assert hook_count(model) == 0
+
+
 def test_horizontal_stripe_filter_gives_horizontal_stripes() -> None:
     """A filter that is a cosine down the image finds structure whose power lies along the vertical frequencies."""
     wave = torch.cos(torch.arange(6) * 2 * torch.pi / 6)
