@@ -57,6 +57,7 @@ SECTIONS = {
     "dataset-scaling": (
         "## Explaining a dataset: local loop and Ray\n\nNot yet measured: run `python -m benchmarks.dataset_scaling`.\n"
     ),
+    "featurevis": "## Feature visualisation: CPU\n\nNot yet measured: run `python -m benchmarks.featurevis`.\n",
 }
 
 
