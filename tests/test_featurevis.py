@@ -307,6 +307,10 @@ def test_top_activating_on_class_logits_has_no_location(
         (lambda m: livexai.feature_visualization(m, None, 0, objective="neuron"), "no centre"),
         (lambda m: livexai.feature_visualization(m, "features.relu2", 0, objective="max"), "objective must"),
         (lambda m: livexai.feature_visualization(m, "features.relu2", [], steps=1), "empty list"),
+        (
+            lambda m: livexai.feature_visualization(models.digits_cnn(), None, 0, steps=1),
+            "the model failed on images of 1x128x128",
+        ),
         (lambda m: livexai.feature_visualization(m, "features.relu2", 0, mean=(0.5, 0.5)), "1 or 3 values"),
         (
             lambda m: livexai.top_activating(m, "features.relu2", 99, torch.rand(2, 3, 16, 16)),

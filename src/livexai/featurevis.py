@@ -518,7 +518,13 @@ def feature_visualization(
         return _values(unit.maps(to_input(pixels)), channels, objective)
 
     with unit.adapter.session(), torch.no_grad():
-        maps = unit.maps(to_input(torch.rand(shape, generator=generator, device=device)))
+        try:
+            maps = unit.maps(to_input(torch.rand(shape, generator=generator, device=device)))
+        except RuntimeError as error:  # e.g. a linear layer sized for other images
+            raise ValueError(
+                f"the model failed on images of {n_channels}x{height}x{width} ({error}); pass size= with the "
+                "size it takes, or examples= images to read it from"
+            ) from error
         _check_channels(unit, maps, channels)
         random_activation = _values(maps, channels, objective)
     example_activation = (
