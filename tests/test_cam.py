@@ -14,7 +14,8 @@ from conftest import Boom, SmallResNet, TinyViT, assert_unchanged, hook_count, s
 from torch import nn
 
 from livexai._adapter import ModelAdapter
-from livexai.cam import grad_cam, upsample
+from livexai.cam import cam_maps, grad_cam, upsample
+from livexai.layers import capture
 
 
 # -- models written for these tests ----------------------------------------------------------------------------
@@ -133,16 +134,22 @@ def test_grad_cam_plus_plus_matches_the_formula(resnet: SmallResNet, image: torc
     assert not torch.allclose(plain.attributions, ours.attributions)
 
 
-def test_low_res_maps_are_stored_for_switching(cnn: SmallCNN, image: torch.Tensor) -> None:
+def test_the_low_res_map_is_stored_and_cam_maps_gives_both_variants(
+    cnn: SmallCNN, image: torch.Tensor
+) -> None:
     result = grad_cam(cnn, image, layer="features.3")
     low = result.params["low_res"]
     assert low.shape == (8, 8) and result.params["layer"] == "features.3"
     assert result.params["layer_shape"] == (1, 12, 8, 8)
     torch.testing.assert_close(upsample(low, (16, 16)), result.attributions)
-    both = result.params["low_res_maps"]
-    assert torch.equal(both["grad_cam"], low)
     plus = grad_cam(cnn, image, layer="features.3", plus_plus=True)
-    torch.testing.assert_close(both["grad_cam++"], plus.params["low_res"])
+    with capture(cnn.features[3], for_grad=True) as outputs:
+        scores = cnn(image[None].requires_grad_(True))
+    (gradient,) = torch.autograd.grad(scores[0, result.target], outputs[-1])
+    both = cam_maps(outputs[-1].detach(), gradient)
+    torch.testing.assert_close(both["grad_cam"][0], low)
+    torch.testing.assert_close(both["grad_cam++"][0], plus.params["low_res"])
+    assert set(cam_maps(outputs[-1].detach(), gradient, ("grad_cam",))) == {"grad_cam"}
 
 
 def test_layer_given_as_module_and_reused_module_calls(resnet: SmallResNet, image: torch.Tensor) -> None:
@@ -302,3 +309,26 @@ def test_one_forward_pass_serves_the_target_and_the_gradient(cnn: SmallCNN, imag
         assert len(calls) == 3
     finally:
         handle.remove()
+
+
+def test_a_frozen_model_records_autograd_from_the_layer_on_only(
+    resnet: SmallResNet, image: torch.Tensor
+) -> None:
+    expected = grad_cam(resnet, image, layer="layer2")
+    flags = [p.requires_grad for p in resnet.parameters()]
+    for parameter in resnet.parameters():
+        parameter.requires_grad_(False)  # a frozen backbone: no graph unless the layer starts one
+    try:
+        frozen = grad_cam(resnet, image, layer="layer2")
+    finally:
+        for parameter, flag in zip(resnet.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
+    torch.testing.assert_close(frozen.attributions, expected.attributions)
+    assert torch.is_grad_enabled()  # the grad mode the layer's hook switched on is restored
+
+
+def test_each_explanation_gets_its_own_display_image(cnn: SmallCNN, image: torch.Tensor) -> None:
+    first = grad_cam(cnn, image, layer="features.3")
+    first.image.zero_()  # a caller drawing on one explanation's image...
+    second = grad_cam(cnn, image, layer="features.3")
+    assert second.image.max() > 0  # ...does not draw on the next one's (the derived image is remembered)

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from ._adapter import Model, ModelAdapter, OutputSpace
-from ._inputs import InputKind, as_greyscale, as_single_input, check_channels, display_image, resolve_target
+from ._inputs import (
+    InputKind,
+    as_greyscale,
+    as_single_input,
+    check_channels,
+    display_image_of,
+    resolve_target,
+)
 from ._tokens import TokenInput, is_token_input, token_input
 from .explanation import Explanation
 
@@ -110,6 +117,7 @@ def prepare(
         batch, kind = tokens.ids, "sequence"
     else:
         batch, kind = as_single_input(as_greyscale(adapter.model, x))
+    single = batch  # the caller's input as a batch of one (a view), before the model-ready copy
     if expect is not None and kind != expect:
         wanted = {
             "image": "an image (C, H, W)",
@@ -139,7 +147,7 @@ def prepare(
         kind=kind,
         target=resolve_target(target, scores),
         scores=scores,
-        image=display_image(image, batch) if kind == "image" else None,
+        image=display_image_of(image, single, batch) if kind == "image" else None,
         feature_names=list(feature_names) if feature_names is not None else None,
         tokens=tokens,
         started=started,

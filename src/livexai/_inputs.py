@@ -61,16 +61,41 @@ _FINITE: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def _known_finite(x: torch.Tensor) -> bool:
     """Whether ``x`` holds only finite values: checked once per unmodified tensor."""
-    if x.is_inference():  # no version counter to tell an in-place edit: always checked
-        return bool(torch.isfinite(x).all())
-    base = x._base if x._base is not None else x  # a view (x[None]) is new each call; its base is not
-    key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version)
-    if _FINITE.get(base) == key:
+    key = _unmodified_key(x)
+    if key is not None and _FINITE.get(key[0]) == key[1]:
         return True
     finite = bool(torch.isfinite(x).all())
-    if finite:
-        _FINITE[base] = key
+    if finite and key is not None:
+        _FINITE[key[0]] = key[1]
     return finite
+
+
+def _unmodified_key(x: torch.Tensor) -> tuple[torch.Tensor, tuple] | None:
+    """``(owner, key)``: the tensor to remember ``x`` by (its base, for a view made anew each call, ``x[None]``)
+    and what says it is the same, unmodified (memory, layout, in-place version); None for inference tensors,
+    which have no version counter to tell an in-place edit."""
+    if x.is_inference():
+        return None
+    base = x._base if x._base is not None else x
+    return base, (x.data_ptr(), tuple(x.shape), x.stride(), x._version)
+
+
+# Display images derived from inputs, remembered like _FINITE: one image explained again is converted once.
+_DISPLAY: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def display_image_of(image: Any, source: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`display_image` of ``image`` for the model-ready ``x``, remembered for the caller's unmodified
+    input ``source`` when the picture is derived from it (``image`` None). Each call gets its own copy."""
+    key = _unmodified_key(source) if image is None else None
+    if key is not None:
+        known = _DISPLAY.get(key[0])
+        if known is not None and known[0] == key[1]:
+            return known[1].clone()
+    picture = display_image(image, x)
+    if key is not None:
+        _DISPLAY[key[0]] = (key[1], picture.clone())
+    return picture
 
 
 def first_convolution(model: object) -> nn.Conv2d | None:

@@ -12,8 +12,9 @@ parameters, their ``.grad`` and ``requires_grad`` flags are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -34,21 +35,27 @@ _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool
 _EPS = 1e-7  # keeps Grad-CAM++'s alpha finite where g = 0 (those pixels are zeroed anyway)
 
 
-def cam_maps(activation: torch.Tensor, gradient: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Low-resolution Grad-CAM and Grad-CAM++ maps ``(N, h, w)`` from ``A`` and ``dScore/dA`` ``(N, C, h, w)``.
+def cam_maps(
+    activation: torch.Tensor, gradient: torch.Tensor, methods: Sequence[str] = ("grad_cam", "grad_cam++")
+) -> dict[str, torch.Tensor]:
+    """Low-resolution Grad-CAM and/or Grad-CAM++ maps ``(N, h, w)`` from ``A`` and ``dScore/dA`` ``(N, C, h, w)``.
 
-    Both come from the same activation and gradient, so computing both costs nothing extra and lets a widget
-    switch between them without another backward pass. Computed in float32 (``g**3`` underflows in half).
+    Both come from the same activation and gradient: a caller that wants both (to switch between them without
+    another backward pass) asks for both; :func:`grad_cam` asks only for the one it returns. Computed in float32
+    (``g**3`` underflows in half).
     """
     a, g = activation.float(), gradient.float()
-    weights = g.mean(dim=(2, 3), keepdim=True)
-    plain = torch.relu((weights * a).sum(dim=1))
-    g2 = g * g
-    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + _EPS)
-    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
-    weights_pp = (torch.relu(g) * alpha).sum(dim=(2, 3), keepdim=True)
-    plus_plus = torch.relu((weights_pp * a).sum(dim=1))
-    return {"grad_cam": plain, "grad_cam++": plus_plus}
+    maps = {}
+    if "grad_cam" in methods:
+        weights = g.mean(dim=(2, 3), keepdim=True)
+        maps["grad_cam"] = torch.relu((weights * a).sum(dim=1))
+    if "grad_cam++" in methods:
+        g2 = g * g
+        alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + _EPS)
+        alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+        weights_pp = (torch.relu(g) * alpha).sum(dim=(2, 3), keepdim=True)
+        maps["grad_cam++"] = torch.relu((weights_pp * a).sum(dim=1))
+    return maps
 
 
 def upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -58,8 +65,42 @@ def upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized if low_res.ndim == 3 else resized[0]
 
 
+@contextmanager
+def _graph_from(module: nn.Module) -> Iterator[list[Any]]:
+    """While the block runs a forward pass under ``no_grad``, ``module``'s output becomes a leaf that records
+    autograd from there on (this thread's calls only); the leaves are collected, one per call.
+
+    Grad-CAM needs gradients with respect to the layer only, so nothing before it records a graph (Captum's and
+    pytorch-grad-cam's passes record the whole network). Only the first call of a module that runs several times
+    becomes a leaf; the later calls' outputs are on the graph by then. The rest of the model gets copies, so an
+    in-place operation downstream (``ReLU(inplace=True)``) cannot overwrite a kept output. The block's
+    ``no_grad`` restores the grad mode when it ends, whatever the hook switched on.
+    """
+    outputs: list[Any] = []
+    owner = threading.get_ident()
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            outputs.append(output)
+            return None
+        if not torch.is_grad_enabled():  # the first call: the graph starts here
+            output = output.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
+        outputs.append(output)
+        return output.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
 class _HookedForward:
-    """A forward pass with autograd that keeps ``module``'s output, callable as ``prepare``'s ``compute_scores``.
+    """A forward pass that records autograd from ``module``'s output on and keeps that output, callable as
+    ``prepare``'s ``compute_scores``.
 
     When f(x) is not cached yet, :func:`prepare` calls it and the same pass serves the target's choice and the
     gradient; when it is cached (a widget switching layers), :meth:`scores` runs the pass here.
@@ -71,8 +112,8 @@ class _HookedForward:
         self.result: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with self.adapter.session(), torch.enable_grad(), capture(self.module, for_grad=True) as outputs:
-            self.result = self.adapter.forward(input_leaf(x))
+        with self.adapter.session(), torch.no_grad(), _graph_from(self.module) as outputs:
+            self.result = self.adapter.forward(x.clone())  # a copy: a model may change its input in place
         self.outputs = outputs
         return self.result
 
@@ -137,8 +178,7 @@ def grad_cam(
     Returns
     -------
     An :class:`Explanation` with ``attributions`` ``(H, W)`` >= 0 at the input size, method ``"grad_cam"`` or
-    ``"grad_cam++"``. ``params["low_res"]`` holds the map ``(h, w)`` before upsampling and
-    ``params["low_res_maps"]`` both variants, so a widget can switch method or resolution without recomputing.
+    ``"grad_cam++"``. ``params["low_res"]`` holds the map ``(h, w)`` before upsampling (the layer's resolution).
     """
     if not isinstance(plus_plus, bool):
         raise TypeError(f"plus_plus must be True or False, got {plus_plus!r}")
@@ -162,16 +202,14 @@ def grad_cam(
             f"reshape gave activation {tuple(maps_a.shape)} but gradient {tuple(maps_g.shape)}; it must be a pure "
             "rearrangement that treats both alike"
         )
-    low = cam_maps(maps_a, maps_g)
     method = "grad_cam++" if plus_plus else "grad_cam"
+    low = cam_maps(maps_a, maps_g, (method,))
     attributions = upsample(low[method], tuple(call_.x.shape[-2:]))[0]
-    low_cpu = {key: value[0].detach().to("cpu", torch.float32) for key, value in low.items()}
     params = {
         "layer": name,
         "plus_plus": plus_plus,
         "layer_shape": tuple(activation.shape),
-        "low_res": low_cpu[method],
-        "low_res_maps": low_cpu,
+        "low_res": low[method][0].detach().to("cpu", torch.float32),
     }
     if not bool(low[method].any()):
         params["warning"] = (
@@ -244,7 +282,9 @@ def _every_cam(
         if gradient is not None:
             layout = layout_of(adapter, module, call_.x, activation)
             low = cam_maps(
-                as_maps(activation.detach(), name, None, layout), as_maps(gradient, name, None, layout)
+                as_maps(activation.detach(), name, None, layout),
+                as_maps(gradient, name, None, layout),
+                ("grad_cam",),
             )
             maps.append((name, low["grad_cam"][0]))
     return maps
