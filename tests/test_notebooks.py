@@ -44,6 +44,7 @@ def test_the_series_is_there() -> None:
         "06_your_model.ipynb",
         "07_trust.ipynb",
         "08_tables.ipynb",
+        "09_what_neurons_see.ipynb",
         "10_text.ipynb",
     ]
 
