@@ -6,6 +6,7 @@ plan out as the flat sequence of model evaluations that the progressive engine w
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -208,13 +209,20 @@ def _unrank(ranks: torch.Tensor, m: int, s: int) -> torch.Tensor:
     rows = torch.arange(n, device=device)
     rest = ranks.clone()
     for k in range(s, 0, -1):
-        column = torch.tensor(
-            [min(math.comb(c, k), _RANK_LIMIT) for c in range(m)], dtype=torch.long, device=device
-        )
+        column = _pascal_column(m, k, str(device))
         c = torch.searchsorted(column, rest, right=True) - 1
         out[rows, c] = True
         rest = rest - column[c]
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _pascal_column(m: int, k: int, device: str) -> torch.Tensor:
+    """``C(c, k)`` for ``c = 0 .. m-1``, capped at the rank limit: a column of Pascal's triangle, built once per
+    number of players, size and device (rebuilding them took 39 000 ``math.comb`` calls per KernelSHAP call)."""
+    return torch.tensor(
+        [min(math.comb(c, k), _RANK_LIMIT) for c in range(m)], dtype=torch.long, device=device
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -286,7 +286,36 @@ def masked_images(
     (the one the model adapter runs them in): converting them afterwards cost as much as building them.
     """
     pixels = masks[:, segments].unsqueeze(1)  # (n, 1, H, W)
-    return torch.where(pixels, x.contiguous(memory_format=layout), fill.contiguous(memory_format=layout))
+    x, fill = x.contiguous(memory_format=layout), fill.contiguous(memory_format=layout)
+    if fill.shape[0] == 1 and x.dtype in _SAME_WIDTH_INTEGERS:
+        return _bitwise_select(pixels, x, fill, layout)
+    return torch.where(pixels, x, fill)
+
+
+# Integer types of each float type's width: a float's bits, selected with bitwise operations.
+_SAME_WIDTH_INTEGERS = {
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
+def _bitwise_select(
+    pixels: torch.Tensor, x: torch.Tensor, fill: torch.Tensor, layout: torch.memory_format
+) -> torch.Tensor:
+    """``torch.where(pixels, x, fill)`` for one ``x`` and one ``fill`` ``(1, C, H, W)``, bit for bit, in memory
+    ``layout``: ``fill ^ ((x ^ fill) & mask)`` on the values' bits, with the mask all ones or all zeros.
+
+    ``torch.where`` broadcasting a ``(n, 1, H, W)`` mask over channels ran 2.6 times slower on a CPU (0.72 vs
+    0.27 ms for 32 images of 3 x 64 x 64), a tenth of a small CNN's forward passes.
+    """
+    integer = _SAME_WIDTH_INTEGERS[x.dtype]
+    fill_bits = fill.view(integer)
+    differing = torch.bitwise_xor(x.view(integer), fill_bits)
+    mask = pixels.to(integer).neg_()  # True -> all bits set, False -> none
+    chosen = torch.bitwise_and(differing, mask).contiguous(memory_format=layout)
+    return chosen.bitwise_xor_(fill_bits).view(x.dtype)
 
 
 def masked_rows(masks: torch.Tensor, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
