@@ -150,9 +150,9 @@ def test_a_hugging_face_model_with_its_tokenizer_groups_sub_tokens_into_words() 
     ]
     tokenizer = transformers.BertTokenizerFast(vocab={word: i for i, word in enumerate(words)})
     bert = tiny_bert(len(words), num_labels=2)
-    first = tokenizer("the screen is good", return_tensors="pt")
+    first = tokenizer("the camera is good", return_tensors="pt")
     widget = livexai.TextWidget(bert, first, tokenizer=tokenizer, method="kernel_shap")
-    widget.wait(60)
+    assert widget.wait(60).segments.tolist() == [-1, 0, 1, 1, 2, 3, -1]  # the given encoding's words
     widget.set_state({"sentence": "The camera is not good."})
     explanation = widget.wait(60)
     assert widget.status == "idle", widget.error

@@ -122,7 +122,9 @@ class TextWidget(ExplainerWidget[Explanation]):
         if vocab is not None and (isinstance(vocab, str) or not isinstance(vocab, Sequence)):
             raise TypeError(f"vocab must be a list of words (index = token id), got {type(vocab).__name__}")
         self._vocab, self._tokenizer = vocab, tokenizer
-        self._groups: list[int | None] | None = None
+        # Which word each token belongs to (LIME/KernelSHAP features): a tokenizer's word_ids(), else tokens.
+        word_ids = getattr(ids, "word_ids", None)
+        self._groups: list[int | None] | None = list(word_ids()) if callable(word_ids) else None
         self._attention_cache: tuple[object, Any] | None = None
         self._rationale = None if rationale is None else torch.as_tensor(rationale).reshape(-1).bool()
         self._methods, self._layers, self._heads = METHODS[:3], (LAST_LAYER,), (MEAN_OF_HEADS,)
