@@ -750,7 +750,8 @@ def report(
         f"gradient method. Each time: median of {settings.min_runs} to {settings.max_runs} runs after one "
         f"warm-up call, repeating until the runs add up to {settings.max_seconds:g} s "
         f"({settings.grad_max_seconds:g} s for gradient methods): a 1000-sample ResNet run, itself the sum of "
-        "~100 batches, is timed once.",
+        "~100 batches, is timed once; a call under 50 ms (Grad-CAM) is repeated within each run until the run "
+        "lasts about 50 ms, and the time per call is reported.",
         "- `vs livexai` = peer's time / livexai's time (above 1: livexai is faster). `× floor` = time / the "
         "forward-only floor of the same model.",
         "",
