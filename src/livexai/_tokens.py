@@ -230,27 +230,26 @@ def check_groups(groups: object, content: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True, eq=False)
 class TokenFeatures:
     """The features of a sequence ``x`` ``(1, T)``: ``groups`` ``(T,)`` (feature per token, -1: always kept),
-    switched off to ``mask_token_id`` (``removal="replace"``) or deleted (``"delete"``: the kept tokens move
-    left and the end is filled with ``pad_token_id``)."""
+    switched off to ``fill_id`` (``removal="replace"``: a mask id) or deleted (``"delete"``: the kept tokens move
+    left and the end is filled with ``fill_id``, the pad id)."""
 
     x: torch.Tensor
     groups: torch.Tensor
     n_features: int
     removal: Removal
-    mask_token_id: int
-    pad_token_id: int | None
+    fill_id: int
 
     def inputs(self, masks: torch.Tensor) -> torch.Tensor:
         """Token ids ``(n, T)`` for masks ``(n, M)`` (True: the feature keeps its tokens)."""
         always = torch.ones(masks.shape[0], 1, dtype=torch.bool, device=masks.device)
         keep = torch.cat([masks, always], dim=1)[:, self.groups]  # group -1 reads the always-on column
         if self.removal == "replace":
-            return torch.where(keep, self.x, self.mask_token_id)
+            return torch.where(keep, self.x, self.fill_id)
         order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
         shifted = torch.gather(self.x.expand_as(keep), 1, order)
         kept_count = keep.sum(dim=1, keepdim=True)
         positions = torch.arange(keep.shape[1], device=keep.device)
-        return torch.where(positions < kept_count, shifted, self.mask_token_id)
+        return torch.where(positions < kept_count, shifted, self.fill_id)
 
     def paint(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values ``(M,)`` as per-token attributions ``(T,)`` (0 for tokens that are not features)."""
@@ -262,15 +261,15 @@ class TokenFeatures:
         return {
             "n_features": self.n_features,
             "removal": self.removal,
-            "mask_token_id": self.mask_token_id if self.removal == "replace" else None,
+            "mask_token_id": self.fill_id if self.removal == "replace" else None,
         }
 
 
 def token_features(
     tokens: TokenInput, groups: object, removal: object, mask_token_id: object
 ) -> TokenFeatures:
-    """:class:`TokenFeatures` of a sequence, with the removal checked: deletion needs the pad id to fill the end,
-    replacement a mask id (default: the pad id)."""
+    """:class:`TokenFeatures` of a sequence, with the removal checked: deletion fills the end with the pad id
+    (``mask_token_id`` when the model names none), replacement uses ``mask_token_id`` (default: the pad id)."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be 'replace' or 'delete' for token inputs, got {removal!r}")
     pad = tokens.call.pad_token_id
@@ -293,10 +292,7 @@ def token_features(
         groups=labels,
         n_features=int(labels.max()) + 1,
         removal=removal,  # type: ignore[arg-type]
-        mask_token_id=int(
-            mask_token_id if removal == "replace" else (pad if pad is not None else mask_token_id)
-        ),
-        pad_token_id=pad,
+        fill_id=int(pad if removal == "delete" and pad is not None else mask_token_id),
     )
 
 
