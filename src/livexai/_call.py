@@ -23,7 +23,7 @@ from ._inputs import (
     display_image_of,
     resolve_target,
 )
-from ._tokens import TokenInput, is_token_input, token_input
+from ._tokens import TokenInput, token_input
 from .explanation import Explanation
 
 
@@ -111,7 +111,7 @@ def prepare(
     """
     started = time.perf_counter()
     adapter = as_adapter(model, output)
-    tokens = token_input(adapter.model, x) if is_token_input(adapter.model, x) else None
+    tokens = token_input(adapter.model, x)
     adapter.tokens = None if tokens is None else tokens.call  # ids stay ids in adapter.prepare
     if tokens is not None:
         batch, kind = tokens.ids, "sequence"

@@ -46,19 +46,6 @@ def embedding_layer(model: object) -> nn.Module | None:
     return next((module for module in model.modules() if isinstance(module, nn.Embedding)), None)
 
 
-def is_token_input(model: object, x: object) -> bool:
-    """Whether ``x`` is a sequence of token ids for ``model``: a tokenizer's mapping with ``input_ids``, or an
-    integer tensor ``(T,)``/``(1, T)`` given to a model with an embedding layer."""
-    if isinstance(x, Mapping):
-        return "input_ids" in x
-    return (
-        isinstance(x, torch.Tensor)
-        and x.dtype in _INTEGER_DTYPES
-        and x.ndim in (1, 2)
-        and embedding_layer(model) is not None
-    )
-
-
 def pad_token_id(model: object) -> int | None:
     """The model's pad id: its ``pad_token_id`` attribute, or its Hugging Face ``config.pad_token_id``."""
     for owner in (model, getattr(model, "config", None)):
@@ -131,18 +118,27 @@ class TokenInput:
         )
 
 
-def token_input(model: object, x: object, name: str = "x") -> TokenInput:
-    """Check a sequence input for ``model`` and say how to run the model on it (ids stay on their device)."""
+def token_input(model: object, x: object, name: str = "x") -> TokenInput | None:
+    """Check a sequence input for ``model`` and say how to run the model on it (ids stay on their device); None
+    when ``x`` is not one. A sequence is a tokenizer's mapping with ``input_ids``, or an integer tensor ``(T,)``
+    or ``(1, T)`` given to a model with an embedding layer (other integer tensors are tabular rows)."""
     attention = None
     if isinstance(x, Mapping):
+        if "input_ids" not in x:
+            return None
         ids, attention = x["input_ids"], x.get("attention_mask")
+    elif not (isinstance(x, torch.Tensor) and x.dtype in _INTEGER_DTYPES and x.ndim in (1, 2)):
+        return None  # images and float rows are not sequences (no embedding lookup for them)
     else:
         ids = x
+    embedding = embedding_layer(model)
+    if embedding is None and not isinstance(x, Mapping):
+        return None
     ids = _single_row(name, ids)
     if ids.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"{name}'s token ids must be integers, got {ids.dtype}")
     ids = ids.long()
-    _check_vocabulary(model, ids, name)
+    _check_vocabulary(embedding, ids, name)
     pad = pad_token_id(model)
     if attention is not None:
         attention = _single_row("attention_mask", attention).bool()
@@ -182,8 +178,7 @@ def _single_row(name: str, value: object) -> torch.Tensor:
     return value.detach()
 
 
-def _check_vocabulary(model: object, ids: torch.Tensor, name: str) -> None:
-    embedding = embedding_layer(model)
+def _check_vocabulary(embedding: nn.Module | None, ids: torch.Tensor, name: str) -> None:
     size = getattr(embedding, "num_embeddings", None)
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or (size is not None and high >= size):

@@ -29,7 +29,7 @@ from ._deep_rules import InputPass, ReferencePass, Tape
 from ._features import image_fill, row_fill, subsample_indices
 from ._inputs import check_int
 from .explanation import Explanation
-from .gradients import AttributedInput, as_background, check_batch_size, sequence_baseline
+from .gradients import AttributedInput, check_batch_size, sequence_baseline
 
 __all__ = ["deep_shap", "deeplift"]
 
@@ -209,12 +209,7 @@ def _background_references(
     """DeepSHAP's references: ``background`` rows (for token ids: reference ids, embedded), or a seeded random
     subset of ``background_size`` of them."""
     seed = check_int("seed", seed, 0)
-    if attributed.path is not None:
-        if not isinstance(background, torch.Tensor) or background.is_floating_point():
-            raise TypeError("for token inputs, background must be reference token ids (B, T)")
-        rows = attributed.embed_ids(background)
-    else:
-        rows = as_background(background, attributed.x)
+    rows = attributed.background_rows(background)
     if background_size is not None:
         size = check_int("background_size", background_size, 1)
         if size < rows.shape[0]:  # the same nested subset kernel_shap and the widgets' sliders keep

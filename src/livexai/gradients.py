@@ -258,6 +258,15 @@ class AttributedInput:
             )
         return self.path.embed(ids)
 
+    def background_rows(self, background: object) -> torch.Tensor:
+        """Reference inputs ``(B, ...)`` like :attr:`x`: for a sequence, reference token ids ``(B, T)`` embedded;
+        else ``background`` checked by :func:`as_background`."""
+        if self.path is None:
+            return as_background(background, self.x)
+        if not _is_ids(background):
+            raise TypeError("for token inputs, background must be reference token ids (B, T)")
+        return self.embed_ids(background)  # type: ignore[arg-type]
+
     def params(self) -> dict[str, Any]:
         return {} if self.path is None else {"layer": self.path.name}
 
@@ -527,12 +536,7 @@ def gradient_shap(
     call_ = prepare(model, x, target=target, output=output, image=image)
     attributed = AttributedInput(call_, layer)
     x1 = attributed.x
-    if attributed.path is not None:
-        if not _is_ids(background):
-            raise TypeError("for token inputs, background must be reference token ids (B, T)")
-        rows = attributed.embed_ids(background)
-    else:
-        rows = as_background(background, x1)
+    rows = attributed.background_rows(background)
     shape = tuple(x1.shape[1:])
     view = (-1,) + (1,) * len(shape)
     # Indices and alphas are tiny: drawn once on the CPU, so a seed gives the same draws on every device.
