@@ -143,6 +143,7 @@ class TextWidget(ExplainerWidget[Explanation]):
         self._scores = call.scores
         self._ids = call.x[0].detach().cpu()
         self._content = call.tokens.content.cpu()
+        self._tokens = token_strings(self._ids, self._vocab, self._tokenizer)  # what each token is drawn as
         self._attention_cache = None
         if self._rationale is not None and self._rationale.shape != self._ids.shape:
             raise ValueError(
@@ -252,11 +253,10 @@ class TextWidget(ExplainerWidget[Explanation]):
 
         from ..text_plot import plot_text
 
-        tokens = token_strings(self._ids, self._vocab, self._tokenizer)
         title = TITLES.get(self.explanation.method.removeprefix("attention_"), self.explanation.method)
         return plot_text(
             self.explanation,
-            tokens,
+            self._tokens,
             rationale=self._rationale,
             content=self._content,
             titles=[title],
@@ -270,7 +270,7 @@ class TextWidget(ExplainerWidget[Explanation]):
         editable = self._vocab is not None or self._tokenizer is not None
         method = result.method if result is not None else self.method
         return {
-            "tokens": token_strings(self._ids, self._vocab, self._tokenizer),
+            "tokens": self._tokens,
             "content": to_wire(self._content, "uint8"),
             "rationale": None if self._rationale is None else to_wire(self._rationale, "uint8"),
             "values": None if result is None else to_wire(result.attributions, "float32"),
@@ -280,7 +280,9 @@ class TextWidget(ExplainerWidget[Explanation]):
             "status": "computing" if result is None else status,
             "note": note,
             "editable": editable,
-            "sentence": " ".join(token_strings(self._ids[self._content], self._vocab, self._tokenizer)),
+            "sentence": " ".join(
+                t for t, text in zip(self._tokens, self._content.tolist(), strict=True) if text
+            ),
         }
 
 
