@@ -15,7 +15,6 @@ are not features and stay as they are.
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,6 +23,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+
+from ._hooks import forward_hook
 
 Removal = Literal["replace", "delete"]
 REMOVALS: tuple[str, ...] = ("replace", "delete")
@@ -320,18 +321,12 @@ class EmbeddingPath:
     @contextmanager
     def replaced(self, embeddings: torch.Tensor) -> Iterator[None]:
         """While the block runs, the layer returns ``embeddings`` (calls from this thread only)."""
-        owner = threading.get_ident()
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            if threading.get_ident() != owner:
-                return None
             return embeddings.to(output.dtype) if isinstance(output, torch.Tensor) else embeddings
 
-        handle = self.layer.register_forward_hook(hook)
-        try:
+        with forward_hook(self.layer, hook):
             yield
-        finally:
-            handle.remove()
 
     def ids_for(self, n: int) -> torch.Tensor:
         return self.ids.expand(n, -1)

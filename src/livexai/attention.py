@@ -13,7 +13,6 @@ sequence and captures, without changing the model:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch import nn
 
 from ._adapter import Model
 from ._call import prepare
+from ._hooks import forward_hook, pre_hook
 from ._inputs import check_int
 from ._tokens import forward_parameters
 from .explanation import Explanation
@@ -200,26 +200,23 @@ def _multihead_layers(model: object, layer: object) -> list[tuple[str, nn.Multih
 def _capture(layers: list[tuple[str, nn.MultiheadAttention]]) -> Iterator[dict[str, torch.Tensor]]:
     """Make each layer return per-head weights during the block (this thread's calls only) and collect them."""
     captured: dict[str, torch.Tensor] = {}
-    owner = threading.get_ident()
 
     def ask_for_weights(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if threading.get_ident() != owner:
-            return args, kwargs
         options = dict(zip(_MHA_OPTIONS, args[3:], strict=False))
         options.update(kwargs, need_weights=True, average_attn_weights=False)
         return args[:3], options
 
     def keep(name: str) -> Callable[[nn.Module, tuple, Any], None]:
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            if threading.get_ident() == owner and isinstance(output, tuple) and output[1] is not None:
+            if isinstance(output, tuple) and output[1] is not None:
                 captured[name] = output[1]
 
         return hook
 
     with ExitStack() as stack:
         for name, module in layers:
-            stack.callback(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True).remove)
-            stack.callback(module.register_forward_hook(keep(name)).remove)
+            stack.enter_context(pre_hook(module, ask_for_weights, with_kwargs=True))
+            stack.enter_context(forward_hook(module, keep(name)))
         yield captured
 
 

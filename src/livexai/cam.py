@@ -12,7 +12,6 @@ parameters, their ``.grad`` and ``requires_grad`` flags are never touched.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 
 from ._adapter import ModelAdapter, OutputSpace
 from ._call import as_adapter, prepare
+from ._hooks import forward_hook
 from .explanation import Explanation
 from .gradients import input_leaf
 from .layers import Reshape, as_maps, capture, layers, layout_of, module_of, pick_call, resolve_layer
@@ -77,11 +77,8 @@ def _graph_from(module: nn.Module) -> Iterator[list[Any]]:
     ``no_grad`` restores the grad mode when it ends, whatever the hook switched on.
     """
     outputs: list[Any] = []
-    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if threading.get_ident() != owner:
-            return None
         if not isinstance(output, torch.Tensor) or not output.is_floating_point():
             outputs.append(output)
             return None
@@ -91,11 +88,8 @@ def _graph_from(module: nn.Module) -> Iterator[list[Any]]:
         outputs.append(output)
         return output.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield outputs
-    finally:
-        handle.remove()
 
 
 class _HookedForward:
@@ -260,8 +254,9 @@ def _every_cam(
     with ExitStack() as hooks, adapter.session(), torch.enable_grad():
         captured = [hooks.enter_context(capture(module, for_grad=True)) for _, module in candidates]
         for _, module in candidates:
-            handle = module.register_forward_hook(lambda module, _inputs, _output: finished.append(module))
-            hooks.callback(handle.remove)
+            hooks.enter_context(
+                forward_hook(module, lambda module, _inputs, _output: finished.append(module))
+            )
         scores = adapter.forward(input_leaf(call_.x))
         order = {module: position for position, module in reversed(list(enumerate(finished)))}
         reached = sorted(

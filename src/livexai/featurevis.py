@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ from torch import nn
 
 from ._adapter import ModelAdapter
 from ._call import as_adapter
+from ._hooks import forward_hook
 from ._inputs import check_choice, check_float, check_int, first_convolution
 from .layers import as_maps, layout_of, resolve_layer
 
@@ -118,19 +118,12 @@ class _Reached(Exception):
 def _stop_after(module: nn.Module) -> Iterator[None]:
     """While the block runs, the first call of ``module`` (from this thread) ends the forward pass with
     :class:`_Reached`; the hook is gone afterwards, whatever happens."""
-    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        if threading.get_ident() == owner:
-            raise _Reached(output)
+        raise _Reached(output)
 
-    handle = None
-    try:
-        handle = module.register_forward_hook(hook)
+    with forward_hook(module, hook):
         yield
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -164,14 +157,11 @@ def _redirected_relus(model: object) -> Iterator[None]:
             return None
         return _RedirectedReLU.apply(inputs[0])
 
-    handles = []
-    try:
+    with ExitStack() as hooks:
         if isinstance(model, nn.Module):
-            handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+            for relu in (m for m in model.modules() if isinstance(m, nn.ReLU)):
+                hooks.enter_context(forward_hook(relu, hook))
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from ._adapter import ModelAdapter
 from ._call import as_adapter
+from ._hooks import forward_hook, pre_hook
 from ._inputs import as_single_input, check_int
 from ._layout import Layout, infer_layout, layout_from_shape
 
@@ -133,28 +134,17 @@ def capture(module: nn.Module, *, for_grad: bool = False) -> Iterator[list[torch
     in-place operation downstream (``ReLU(inplace=True)``, ``out += identity``) cannot overwrite the activation
     that gradients are taken with respect to. Values downstream are unchanged.
 
-    Hooks belong to the module, not the thread: only calls from the thread that opened the block are collected,
-    so a widget computing in the background never picks up a forward pass the kernel runs at the same time.
+    Only calls from the thread that opened the block are collected (:mod:`livexai._hooks`), so a widget computing
+    in the background never picks up a forward pass the kernel runs at the same time.
     """
     outputs: list[torch.Tensor] = []
-    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if threading.get_ident() != owner:
-            return None
-        if not isinstance(output, torch.Tensor):
-            outputs.append(output)
-            return None
         outputs.append(output)
-        return output.clone() if for_grad else None
+        return output.clone() if for_grad and isinstance(output, torch.Tensor) else None
 
-    handle = None
-    try:
-        handle = module.register_forward_hook(hook)
+    with forward_hook(module, hook):
         yield outputs
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 def _forward_one(adapter: ModelAdapter, x: torch.Tensor) -> None:
@@ -201,26 +191,13 @@ def _run_hooked(
 ) -> None:
     """One forward pass of ``x`` with ``on_call(module, inputs)`` and ``on_output(module, inputs, output)``
     hooked on ``modules``, unhooked afterwards whatever happens. Only this thread's calls reach them (hooks belong
-    to the module, and another thread may run the model meanwhile, see :func:`capture`)."""
-    owner = threading.get_ident()
-
-    def call_hook(module: nn.Module, inputs: Any) -> None:
-        if on_call is not None and threading.get_ident() == owner:
-            on_call(module, inputs)
-
-    def output_hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        if threading.get_ident() == owner:
-            on_output(module, inputs, output)
-
-    handles = []
-    try:
+    to the module, and another thread may run the model meanwhile, see :mod:`livexai._hooks`)."""
+    with ExitStack() as hooks:
         for module in modules:
-            handles.append(module.register_forward_pre_hook(call_hook))
-            handles.append(module.register_forward_hook(output_hook))
+            if on_call is not None:
+                hooks.enter_context(pre_hook(module, on_call))
+            hooks.enter_context(forward_hook(module, on_output))
         _forward_one(adapter, x)
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _changed_corner(x: torch.Tensor) -> torch.Tensor:
