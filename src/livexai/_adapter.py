@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ._inputs import tensor_identity
 from ._tokens import TokenCall
 
 logger = logging.getLogger(__name__)
@@ -184,14 +185,6 @@ def model_lock(model: object) -> ModelLock:
         except TypeError:
             lock = ModelLock()
     return lock
-
-
-def _identity(x: torch.Tensor) -> tuple:
-    """What makes two tensors the same input: memory, layout, dtype, device and the in-place version counter."""
-    # Tensors made under torch.inference_mode have no version counter: a fresh object never matches, so they are
-    # simply not cached (they could be changed in place unseen).
-    version = object() if x.is_inference() else x._version
-    return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
 
 
 def _first_tensor(model: object) -> torch.Tensor | None:
@@ -411,7 +404,7 @@ class ModelAdapter:
         widget that recomputes on one input moves it once and runs f(x) once.
         """
         with self.session():
-            key = _identity(x)
+            key = tensor_identity(x)
             if self._cached is not None and self._cached[1] == key:
                 return self._cached[2]
             # Always a copy: the model never gets the caller's memory, even a model that changes its input in place.
@@ -481,7 +474,7 @@ class ModelAdapter:
                 cached is not None
                 and cached[2] is x
                 and cached[3] is not None
-                and cached[1] == _identity(cached[0])
+                and cached[1] == tensor_identity(cached[0])
             ):
                 return cached[3]
             if compute is None:

@@ -70,14 +70,22 @@ def _known_finite(x: torch.Tensor) -> bool:
     return finite
 
 
+def tensor_identity(x: torch.Tensor) -> tuple:
+    """What makes two tensors the same input: memory, layout, dtype, device and the in-place version counter.
+
+    Tensors made under ``torch.inference_mode`` have no version counter: a fresh object stands in, which never
+    matches, so they are never taken for the same (they could be changed in place unseen).
+    """
+    version = object() if x.is_inference() else x._version
+    return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
+
+
 def _unmodified_key(x: torch.Tensor) -> tuple[torch.Tensor, tuple] | None:
     """``(owner, key)``: the tensor to remember ``x`` by (its base, for a view made anew each call, ``x[None]``)
-    and what says it is the same, unmodified (memory, layout, in-place version); None for inference tensors,
-    which have no version counter to tell an in-place edit."""
+    and its :func:`tensor_identity`; None for inference tensors, which could never be found again."""
     if x.is_inference():
         return None
-    base = x._base if x._base is not None else x
-    return base, (x.data_ptr(), tuple(x.shape), x.stride(), x._version)
+    return (x._base if x._base is not None else x), tensor_identity(x)
 
 
 # Display images derived from inputs, remembered like _FINITE: one image explained again is converted once.
