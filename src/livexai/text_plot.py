@@ -89,6 +89,12 @@ def plot_text(
     return figure
 
 
+def is_signed(explanation: Explanation) -> bool:
+    """Whether a sequence's values are drawn red/blue (for and against the class) rather than in one colour:
+    attribution methods are, attention is not."""
+    return explanation.method in _SIGNED or bool((explanation.attributions < 0).any())
+
+
 def _flags(value: Any, length: int, default: list[bool]) -> torch.Tensor:
     flags = torch.as_tensor(default if value is None else value).reshape(-1).bool()
     if flags.shape[0] != length:
@@ -109,7 +115,7 @@ def _line(
 ) -> float:
     """One explanation's tokens, left to right on boxes of their colour, each placed after the last one's
     measured width; ground-truth tokens bold and underlined. Returns where the line ends, in inches."""
-    signed = item.method in _SIGNED or bool((item.attributions < 0).any())
+    signed = is_signed(item)
     values = item.attributions.float()
     magnitude = values.abs() if signed else values.clamp_min(0)
     scale = float(magnitude[shown].max()) if bool(shown.any()) else 0.0

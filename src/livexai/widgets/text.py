@@ -20,7 +20,8 @@ from .._adapter import Model, OutputSpace
 from .._call import prepare
 from .._vocab import encode, token_strings, tokenize
 from ..explanation import Explanation
-from ._base import SIGNED_METHODS, ExplainerWidget, WidgetOptions, top_predictions
+from ..text_plot import is_signed, plot_text
+from ._base import ExplainerWidget, WidgetOptions, top_predictions
 from ._params import OUTPUT, SEED, ChoiceParam, Fixed, IntParam
 from ._runner import JobContext, describe_error
 from ._serialize import WireArray, to_wire
@@ -251,8 +252,6 @@ class TextWidget(ExplainerWidget[Explanation]):
             return None
         from matplotlib.figure import Figure
 
-        from ..text_plot import plot_text
-
         title = TITLES.get(self.explanation.method.removeprefix("attention_"), self.explanation.method)
         return plot_text(
             self.explanation,
@@ -274,7 +273,7 @@ class TextWidget(ExplainerWidget[Explanation]):
             "content": to_wire(self._content, "uint8"),
             "rationale": None if self._rationale is None else to_wire(self._rationale, "uint8"),
             "values": None if result is None else to_wire(result.attributions, "float32"),
-            "signed": method in (*SIGNED_METHODS, "integrated_gradients"),
+            "signed": result is not None and is_signed(result),
             "method": method,
             "title": TITLES.get(self.method, method),
             "status": "computing" if result is None else status,
