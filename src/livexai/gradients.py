@@ -38,8 +38,6 @@ IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_trapezoid")
 # Noise is drawn in fixed blocks of samples, each from its own seeded generator, so the result of a seed does not
 # depend on the batch size (which adapts to memory) and no more than one batch of noise is ever held.
 _NOISE_BLOCK = 8
-# Embedded inputs scored at once when gradient methods compute a base value on a sequence.
-_SCORE_CHUNK = 64
 
 # make_batch(start, stop) -> (inputs (stop - start, ...), factor broadcastable to them, or a number)
 MakeBatch = Callable[[int, int], tuple[torch.Tensor, Any]]
@@ -245,8 +243,15 @@ class AttributedInput:
             return _scores(self.call.adapter, inputs)
         forward = self.forward
         assert forward is not None
-        with self.call.adapter.session(), torch.inference_mode():
-            return torch.cat([forward(chunk) for chunk in inputs.split(_SCORE_CHUNK)])
+        adapter = self.call.adapter
+        outputs: list[torch.Tensor] = []
+
+        def step(start: int, stop: int, _layout: torch.memory_format) -> None:
+            outputs.append(forward(inputs[start:stop]))
+
+        with adapter.session(), torch.inference_mode():
+            adapter.run_batched(inputs.shape[0], step, input_shape=tuple(inputs.shape[1:]))
+        return torch.cat(outputs)
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Reference token ids ``(B, T)`` (or ``(T,)``) as embeddings ``(B, T, D)``."""
