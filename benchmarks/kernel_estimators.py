@@ -2,6 +2,7 @@
 
     python -m benchmarks.kernel_estimators            # 4 inputs x 16 seeds, budgets 64..2048 (a few minutes)
     python -m benchmarks.kernel_estimators --quick    # 2 inputs x 2 seeds, 3 budgets
+    python -m benchmarks.kernel_estimators --budgets 64 128 256 512 1024
 
 The game is :mod:`benchmarks.accuracy`'s (a random 14-feature MLP, 5 background rows). All ``2^14`` coalition
 values are tabulated once per input, so every estimator reads the same ``v(S)`` and only the choice of coalitions
@@ -27,6 +28,20 @@ and the fit differ. Each cell is an estimator's mean absolute error divided by `
   ``u_T``: the linear terms free, order-``k`` terms with prior variance ``rho^((k-3)/2) C(M,3)/C(M,k)``, noise
   ``lam / weight``, ``(rho, lam)`` by leave-one-out error on a 3 x 3 grid; the Shapley values of the fit in
   closed form (a parity ``u_T`` gives ``1/|T|`` of its coefficient to each player in ``T``).
+- *Stratified SVARM* (Kolpaczki, Bengs, Muschalik & Huellermeier, AAAI 2024): ``phi_i`` as the mean over sizes
+  ``l`` of ``phi_{i,l}^+ - phi_{i,l}^-`` (the mean of ``v(S + i)``, resp. ``v(S)``, over ``S`` of size ``l``
+  without ``i``); sizes 0, 1, M-1 and M evaluated in full (2M coalitions of the budget), the rest by coalitions
+  drawn uniformly within a size, without replacement, each evaluation updating one stratum of every player. Sizes
+  get the paper's share (about ``1/min(s, M-s)``, ``1/(M log M)`` for the middle) or, paired, shap's kernel
+  allocation (each draw with its complement). No regression: Monte-Carlo means of ``v`` itself.
+- *GP, greedy design*: the coalitions are chosen before any is evaluated, to minimise the posterior variance
+  of the Shapley values under a Gaussian-process prior on the odd part ``v(S) - v(N \\ S)`` (every odd parity
+  ``u_T`` independent, variance ``c_|T|``: ``c_1 = 1``, ``c_3 = 1e-3``, ``c_5 = 0.03 c_3``, then ``x 0.15`` per
+  order); greedy, pair by pair, from a pool of candidate pairs (every pair of sizes 1-3, 400 random ones of each
+  larger size), starting from the full coalition (``v(N) - v(empty)``, known). The estimate is the noise-free
+  posterior mean of the Shapley values (a parity ``u_T`` gives ``1/|T|`` of its coefficient to each player in
+  ``T``). The design depends on ``M``, the budget, the prior and the pool's seed, not on the model, so it could
+  be computed once and cached; the time below includes it.
 """
 
 from __future__ import annotations
@@ -253,6 +268,178 @@ def all_odd_orders(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
     return best[1]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Stratified SVARM
+
+
+def _svarm_sizes(n: int, paired: bool, allocation: str) -> tuple[list[int], list[int], list[int]]:
+    """Sampled sizes (2 .. M-2; paired: the smaller side 2 .. M/2), their populations and the draws of each for
+    ``n`` draws (pairs when paired), in proportion to the paper's size distribution or to the Shapley kernel."""
+    if allocation == "paper":
+        n_log_n = M * math.log(M)
+        harmonic = sum(1 / k for k in range(1, (M - 1) // 2 + 1))
+
+        def share(s: int) -> float:
+            if 2 * s == M:
+                return 1 / n_log_n
+            return (n_log_n - 1) / (2 * min(s, M - s) * n_log_n * (harmonic - 1))
+    else:
+
+        def share(s: int) -> float:
+            return (M - 1) / (s * (M - s))
+
+    if paired:
+        sizes = list(range(2, M // 2 + 1))
+        population = [math.comb(M, s) // (2 if 2 * s == M else 1) for s in sizes]
+        mass = [share(s) + (share(M - s) if 2 * s != M else 0.0) for s in sizes]
+    else:
+        sizes = list(range(2, M - 1))
+        population = [math.comb(M, s) for s in sizes]
+        mass = [share(s) for s in sizes]
+    from livexai import _design
+
+    return sizes, population, _design._plan(n, population, mass)
+
+
+def _svarm_values(table: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Stratified SVARM's estimate from the exact strata and the sampled coalitions ``z`` ``(n, M)`` bool."""
+    y = table[_codes(z)]
+    size = z.sum(1)
+    inside = z.double()
+    # A sample A of size s: v(A) is a draw of phi_{i,s-1}^+ for i in A and of phi_{i,s}^- for i not in A.
+    plus_layer = torch.nn.functional.one_hot(size - 1, M).double()
+    minus_layer = torch.nn.functional.one_hot(size.clamp(max=M - 1), M).double()
+    plus_n, minus_n = inside.T @ plus_layer, (1 - inside).T @ minus_layer
+    plus = ((inside * y[:, None]).T @ plus_layer) / plus_n.clamp_min(1)
+    minus = (((1 - inside) * y[:, None]).T @ minus_layer) / minus_n.clamp_min(1)
+    # A stratum no draw reached takes the mean of the values drawn at its size.
+    counts = torch.bincount(size, minlength=M + 1).clamp_min(1)
+    size_mean = torch.zeros(M + 1, dtype=torch.float64).index_add_(0, size, y) / counts
+    layers = torch.arange(M)
+    plus = torch.where(plus_n > 0, plus, size_mean[layers + 1][None, :])
+    minus = torch.where(minus_n > 0, minus, size_mean[layers][None, :])
+    single, all_but = table[_BITS], table[FULL ^ _BITS]
+    plus[:, 0], minus[:, 0] = single, table[0]
+    minus[:, 1] = (single.sum() - single) / (M - 1)
+    plus[:, M - 1], minus[:, M - 1] = table[FULL], all_but
+    plus[:, M - 2] = (all_but.sum() - all_but) / (M - 1)
+    return (plus - minus).sum(1) / M
+
+
+def svarm(paired: bool = False, allocation: str = "paper") -> Estimator:
+    """Stratified SVARM; ``allocation`` "paper" or "kernel"; ``paired``: each draw with its complement."""
+    from livexai import _design
+
+    def estimate(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        left = budget - 2 * M  # sizes 1 and M-1 in full
+        sizes, population, counts = _svarm_sizes(left // 2 if paired else left, paired, allocation)
+        drawn = []
+        for s, total, n in zip(sizes, population, counts, strict=True):
+            if n == 0:
+                continue
+            if paired:
+                side = _design._sample_pairs(M, s, total, n, gen)
+                drawn += [side, ~side]
+            else:
+                drawn.append(_design._unrank(_design._distinct_ranks(total, n, gen), M, s))
+        return _svarm_values(table, torch.cat(drawn))
+
+    return estimate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gaussian-process prior on the odd part, greedy design
+
+
+class _OddGP:
+    """A Gaussian process over odd functions ``g(u)``, ``u`` in ``{-1, 1}^M``: every parity ``u_T`` of odd order
+    ``k`` with an independent coefficient of variance ``c_k``; the Shapley values are
+    ``phi_i = sum_{T containing i} g_T / |T|``."""
+
+    def __init__(self, variances: dict[int, float]):
+        e_all, e_others = _signed_elementary(M), _signed_elementary(M - 1)
+        # cov(g(u), g(u')) = sum_k c_k e_k(u * u'): a function of the number of disagreeing coordinates.
+        self.by_distance = sum(c * e_all[k] for k, c in variances.items())
+        # cov(g(u), phi_i) = u_i sum_k c_k / k e_{k-1}(u without i): a function of the -1s among the others.
+        self.phi_by_negatives = sum((c / k) * e_others[k - 1] for k, c in variances.items())
+
+    def kernel(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.by_distance[((M - u @ v.T) / 2).round().long()]
+
+    def phi_cov(self, u: torch.Tensor) -> torch.Tensor:
+        """``cov(g(u_n), phi_i)`` ``(n, M)``."""
+        negative = (u < 0).long()
+        return u * self.phi_by_negatives[negative.sum(1, keepdim=True) - negative]
+
+    def posterior_phi(self, u: torch.Tensor, d: torch.Tensor, nugget: float = 1e-9) -> torch.Tensor:
+        """The posterior mean of the Shapley values given ``g(u_n) = d_n`` (exact, up to a tiny nugget)."""
+        gram = self.kernel(u, u)
+        gram = gram + nugget * float(gram.diagonal().mean()) * torch.eye(u.shape[0], dtype=torch.float64)
+        factor = torch.linalg.cholesky(gram)
+        return self.phi_cov(u).T @ torch.cholesky_solve(d[:, None], factor)[:, 0]
+
+
+def _order_variances(third: float = 1e-3, fifth: float = 0.03, decay: float = 0.15) -> dict[int, float]:
+    """``c_1 = 1``, ``c_3 = third``, ``c_5 = fifth c_3``, then ``x decay`` per odd order."""
+    variances = {1: 1.0, 3: third}
+    for k in range(5, M + 1, 2):
+        variances[k] = variances[k - 2] * (fifth if k == 5 else decay)
+    return variances
+
+
+def greedy_gp_design(gp: _OddGP, pairs: int, seed: int, per_size: int = 400) -> torch.Tensor:
+    """``pairs`` pairs (one side each, ``(pairs, M)`` bool), each the candidate whose odd difference most reduces
+    the trace of the Shapley values' posterior covariance, given the full coalition and the pairs before it.
+
+    Incremental: with ``L`` the Cholesky factor of the chosen points' Gram matrix, ``V = L^-1 K(chosen, pool)``
+    and ``W = L^-1 K(chosen, phi)`` gain one row per choice, so a step costs ``O(n P)``."""
+    from livexai import _design
+
+    gen = torch.Generator().manual_seed(seed)
+    pool = []
+    for s in range(1, M // 2 + 1):
+        total = math.comb(M, s) // (2 if 2 * s == M else 1)
+        pool.append(_design._sample_pairs(M, s, total, min(total, per_size), gen))
+    candidates = torch.cat(pool)
+    u = candidates.double() * 2 - 1
+    prior = float(gp.by_distance[0])
+    steps = min(pairs, candidates.shape[0])
+    full = torch.ones(1, M, dtype=torch.float64)
+    root = math.sqrt(prior)
+    v_rows = torch.zeros(steps + 1, candidates.shape[0], dtype=torch.float64)  # (n, P)
+    v_rows[0] = gp.kernel(full, u)[0] / root
+    w_first = gp.phi_cov(full)[0] / root
+    covariance = gp.phi_cov(u) - torch.outer(v_rows[0], w_first)  # (P, M): cov(g(candidate), phi | chosen)
+    variance = prior - v_rows[0] ** 2  # (P,): var(g(candidate) | chosen)
+    taken = torch.zeros(candidates.shape[0], dtype=torch.bool)
+    chosen = []
+    for n in range(1, steps + 1):
+        gain = (covariance**2).sum(1) / variance.clamp_min(1e-12 * prior)
+        gain[taken] = -1.0
+        best = int(gain.argmax())
+        taken[best] = True
+        chosen.append(best)
+        scale = math.sqrt(max(float(variance[best]), 1e-12 * prior))
+        v_rows[n] = (gp.kernel(u[best : best + 1], u)[0] - v_rows[:n, best] @ v_rows[:n]) / scale
+        covariance -= torch.outer(v_rows[n], covariance[best] / scale)
+        variance -= v_rows[n] ** 2
+    return candidates[chosen]
+
+
+def gp_greedy(third: float = 1e-3, fifth: float = 0.03, decay: float = 0.15) -> Estimator:
+    """The greedy design for the prior ``_order_variances(third, fifth, decay)`` and its posterior mean."""
+    gp = _OddGP(_order_variances(third, fifth, decay))
+
+    def estimate(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+        units = greedy_gp_design(gp, budget // 2, seed)
+        diffs, delta = _pair_data(table, units)
+        u = torch.cat([torch.ones(1, M, dtype=torch.float64), units.double() * 2 - 1])
+        return gp.posterior_phi(u, torch.cat([torch.tensor([delta], dtype=torch.float64), diffs]))
+
+    return estimate
+
+
 ESTIMATORS: dict[str, Estimator] = {
     "livexai (shap allocation)": stratified(1.0),
     "Leverage SHAP (equal per size)": stratified(0.0),
@@ -260,6 +447,9 @@ ESTIMATORS: dict[str, Estimator] = {
     "RAMC, cubic surrogate, 2-fold": ramc_crossfit,
     "livexai, balanced design": stratified(1.0, balanced=True),
     "livexai, all odd orders (GP)": all_odd_orders,
+    "Stratified SVARM (paper's sizes)": svarm(),
+    "Stratified SVARM, paired, kernel allocation": svarm(paired=True, allocation="kernel"),
+    "GP, greedy design": gp_greedy(),
 }
 
 
@@ -311,9 +501,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m benchmarks.kernel_estimators", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="2 inputs x 2 seeds, 3 budgets")
+    parser.add_argument("--budgets", type=int, nargs="+", help="coalition budgets (default 64 .. 2048)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     budgets = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    budgets = args.budgets or budgets
     n_inputs, seeds = (2, 2) if args.quick else (4, 16)
     print(comparison(make_problem(n_inputs), budgets, seeds))
 
