@@ -7,7 +7,7 @@ import torch
 from conftest import CountingModel, assert_unchanged, snapshot
 from torch import nn
 
-from livexai._adapter import Cancelled, ModelAdapter, model_lock
+from livexai._adapter import Cancelled, ModelAdapter, check_finite, model_lock
 from livexai._call import prepare
 
 
@@ -37,6 +37,17 @@ def test_evaluate_matches_plain_forward_and_restores_mixed_training_flags() -> N
     assert torch.allclose(scores, expected, atol=1e-5)
     assert adapter.n_evals == 300
     assert_unchanged(before, snapshot(model))
+
+
+def test_one_training_module_deep_inside_an_eval_model_is_switched_and_restored() -> None:
+    model = small_cnn().eval()
+    model = nn.Sequential(nn.Sequential(model)).eval()
+    model[0][0][3].train()  # a dropout left in training mode two levels down: its samples would be random
+    before = snapshot(model)
+    with model_lock(model).hold(model):
+        assert not any(module.training for module in model.modules())
+    assert_unchanged(before, snapshot(model))
+    assert model[0][0][3].training and not model.training
 
 
 class Timed(nn.Module):
@@ -237,3 +248,12 @@ def test_tuning_stops_trying_larger_sizes_once_they_get_slower() -> None:
     # round skips it and the larger sizes; then 16 for the rest
     assert model.sizes[:14] == [8] * 4 + [8, 16, 32, 64, 128] + [8, 16, 32] + [8, 16]
     assert set(model.sizes[14:-1]) == {16}
+
+
+def test_finite_scores_pass_even_when_their_sum_overflows() -> None:
+    """The usual case is one sum; a sum that overflows (huge but finite scores) falls back to the exact check."""
+    check_finite(torch.tensor([[3e38, 3e38], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="NaN or infinite scores for 1 of 2 inputs"):
+        check_finite(torch.tensor([[3e38, 3e38], [float("nan"), 2.0]]))
+    with pytest.raises(ValueError, match="for 1 of 1 inputs"):
+        check_finite(torch.tensor([[float("inf"), -float("inf")]]))

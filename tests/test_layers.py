@@ -174,6 +174,19 @@ def test_layer_given_as_module(resnet: SmallResNet) -> None:
         layers(lambda x: x)
 
 
+def test_layer_given_as_module_follows_a_rebuilt_model() -> None:
+    """The name found for a module is remembered, but checked again: moved elsewhere, it is found under its new
+    name; taken out, it is refused."""
+    block = nn.Conv2d(3, 4, 3)
+    model = nn.Sequential(nn.Identity(), block)
+    assert resolve_layer(model, block) == ("1", block)
+    model = nn.Sequential(nn.Sequential(block), nn.ReLU())
+    assert resolve_layer(model, block) == ("0.0", block)
+    model[0] = nn.Identity()
+    with pytest.raises(ValueError, match="not a submodule"):
+        resolve_layer(model, block)
+
+
 # -- activations -------------------------------------------------------------------------------------------------
 def test_activations_match_a_direct_forward(resnet: SmallResNet, image: torch.Tensor) -> None:
     result = activations(resnet, image, layer="layer1", top_k=4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 import warnings
@@ -75,13 +76,26 @@ def switch_to_eval(model: object) -> list[tuple[nn.Module, bool]]:
     common fine-tuning set-up with frozen batch norm, comes back exactly as it was. A model already wholly in
     eval mode, the usual case, is left untouched (and the call is fast).
     """
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, nn.Module) or not _any_training(model):
         return []
     flags = [(module, module.training) for module in model.modules()]
-    if not any(flag for _, flag in flags):
-        return []
     model.eval()
     return flags
+
+
+def _any_training(model: nn.Module) -> bool:
+    """Whether any submodule is in training mode: a plain walk, stopping at the first (this runs on every
+    call, and ``modules()`` builds a name for each module along the way)."""
+    pending, seen = [model], {id(model)}
+    while pending:
+        module = pending.pop()
+        if module.training:
+            return True
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:  # a shared (or, oddly, cyclic) child once
+                seen.add(id(child))
+                pending.append(child)
+    return False
 
 
 def restore_modes(flags: list[tuple[nn.Module, bool]]) -> None:
@@ -259,6 +273,8 @@ def check_finite(scores: torch.Tensor) -> None:
     One check per evaluated chunk (a single synchronisation on a GPU): NaN scores would otherwise become NaN
     weights, an R² of nan and a blank map without a word.
     """
+    if math.isfinite(float(scores.sum())):
+        return  # NaN and inf reach the sum: one reduction in the usual case (an overflowing sum looks below)
     bad = ~torch.isfinite(scores).all(dim=1)
     if bool(bad.any()):
         count = int(bad.sum())

@@ -116,10 +116,10 @@ def first_convolution(model: object) -> nn.Conv2d | None:
 def as_greyscale(model: object, x: object) -> object:
     """An ``(H, W)`` tensor as a one-channel image ``(1, H, W)`` when the model's first convolution takes one
     channel (it would otherwise read as a batch of ``H`` rows); anything else is returned as it is."""
+    if not (isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[0] > 1):
+        return x  # decided without walking the model's modules: this runs on every call
     first = first_convolution(model)
-    if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[0] > 1 and first is not None:
-        return x.unsqueeze(0) if first.in_channels == 1 else x
-    return x
+    return x.unsqueeze(0) if first is not None and first.in_channels == 1 else x
 
 
 def check_channels(model: object, x: torch.Tensor, error: Exception) -> None:

@@ -101,10 +101,13 @@ def resolve_layer(model: object, layer: str | nn.Module) -> tuple[str, nn.Module
             return layer, root.get_submodule(layer)
         except AttributeError:
             pass
-    named = {name: module for name, module in root.named_modules() if name}
     if isinstance(layer, nn.Module):
-        for name, module in named.items():
-            if module is layer:
+        known = _layer_names.get(layer)
+        if known is not None and _submodule_or_none(root, known) is layer:
+            return known, layer
+        for name, module in root.named_modules():
+            if module is layer and name:
+                _layer_names[layer] = name
                 return name, module
         raise ValueError(
             f"the layer {type(layer).__name__} is not a submodule of the model; pass one of its own modules "
@@ -112,6 +115,7 @@ def resolve_layer(model: object, layer: str | nn.Module) -> tuple[str, nn.Module
         )
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a name from livexai.layers(model) or an nn.Module, got {layer!r}")
+    named = {name: module for name, module in root.named_modules() if name}
     if layer in named:
         return layer, named[layer]
     close = difflib.get_close_matches(layer, list(named), n=5, cutoff=0.5)
@@ -119,6 +123,18 @@ def resolve_layer(model: object, layer: str | nn.Module) -> tuple[str, nn.Module
         f"close matches: {', '.join(map(repr, close))}" if close else f"some names: {_preview(list(named))}"
     )
     raise ValueError(f"unknown layer {layer!r}; {hint}. See livexai.layers(model) for all names.")
+
+
+# The name each layer passed as a module was last found under, checked again on use (a model can be rebuilt):
+# Grad-CAM on a layer given as a module would otherwise list every module of the model on every call.
+_layer_names: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def _submodule_or_none(root: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def _preview(names: list[str], limit: int = 8) -> str:
