@@ -100,7 +100,7 @@ def stratified_design(budget: int, seed: int, mass_power: float = 1.0, balanced:
     for g, (s, total, n) in enumerate(zip(sizes, population, planned, strict=True)):
         if n == 0:
             continue
-        draw = _balanced_pairs if balanced and n < total else _design._sample_pairs
+        draw = _balanced_pairs if balanced and n < total else _design.sample_pairs
         units.append(draw(M, s, total, n, gen))
         strata.append(torch.full((n,), g, dtype=torch.long))
     size = torch.tensor(sizes, dtype=torch.float64)
@@ -339,7 +339,7 @@ def svarm(paired: bool = False, allocation: str = "paper") -> Estimator:
             if n == 0:
                 continue
             if paired:
-                side = _design._sample_pairs(M, s, total, n, gen)
+                side = _design.sample_pairs(M, s, total, n, gen)
                 drawn += [side, ~side]
             else:
                 drawn.append(_design._unrank(_design._distinct_ranks(total, n, gen), M, s))
@@ -400,7 +400,7 @@ def greedy_gp_design(gp: _OddGP, pairs: int, seed: int, per_size: int = 400) -> 
     pool = []
     for s in range(1, M // 2 + 1):
         total = math.comb(M, s) // (2 if 2 * s == M else 1)
-        pool.append(_design._sample_pairs(M, s, total, min(total, per_size), gen))
+        pool.append(_design.sample_pairs(M, s, total, min(total, per_size), gen))
     candidates = torch.cat(pool)
     u = candidates.double() * 2 - 1
     prior = float(gp.by_distance[0])

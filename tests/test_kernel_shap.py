@@ -150,7 +150,7 @@ def test_third_order_terms_capture_third_order_interactions() -> None:
     expected, _, _ = brute_force_shapley(tabular_game(model, x, background, 0), m)
     scale = float(expected.abs().max())
     paired = kernel_shap(model, x, background=background, target=0, n_samples=600, interactions=False)
-    cubic_fit = kernel_shap(model, x, background=background, target=0, n_samples=600)
+    cubic_fit = kernel_shap(model, x, background=background, target=0, n_samples=600, estimator="regression")
     assert cubic_fit.params["interactions"] and cubic_fit.params["ridge"] is not None
     assert float((paired.weights.double() - expected).abs().max()) > 0.01 * scale
     assert float((cubic_fit.weights.double() - expected).abs().max()) < 0.002 * scale

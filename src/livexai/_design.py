@@ -42,6 +42,29 @@ class ShapleyDesign:
     n_planned: torch.Tensor
     kernel: torch.Tensor
 
+    @classmethod
+    def of(cls, units: torch.Tensor, strata: torch.Tensor, planned: list[int] | None = None) -> ShapleyDesign:
+        """The design of ``units`` ``(P, M)`` in strata ``strata`` ``(P,)``, with each stratum's population and
+        kernel weight; ``planned`` pairs per stratum (default: those in ``units``)."""
+        m, device = units.shape[1], units.device
+        dtype = solve_dtype(device)
+        sizes = torch.arange(1, m // 2 + 1, dtype=dtype, device=device)
+        population = [math.comb(m, s) // (2 if 2 * s == m else 1) for s in range(1, m // 2 + 1)]
+        counts = torch.bincount(strata, minlength=sizes.numel()) if planned is None else planned
+        return cls(
+            units=units,
+            strata=strata,
+            sizes=sizes,
+            population=torch.tensor(population, dtype=dtype, device=device),
+            n_planned=torch.as_tensor(counts, device=device).to(dtype),
+            kernel=(m - 1)
+            / (
+                torch.tensor([math.comb(m, s) for s in range(1, m // 2 + 1)], dtype=dtype, device=device)
+                * sizes
+                * (m - sizes)
+            ),
+        )
+
     def complete(self, done: int) -> bool:
         """The first ``done`` pairs hold every coalition: a regression on them gives the exact Shapley values."""
         counts = torch.bincount(self.strata[:done], minlength=self.population.numel())
@@ -74,9 +97,7 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
     planned = _plan(n_coalitions // 2, population, mass)
     by_stratum = []
     for s, total, n in zip(sizes, population, planned, strict=True):
-        pairs = (
-            _sample_pairs(m, s, total, n, gen) if n else torch.zeros(0, m, dtype=torch.bool, device=device)
-        )
+        pairs = sample_pairs(m, s, total, n, gen) if n else torch.zeros(0, m, dtype=torch.bool, device=device)
         by_stratum.append(pairs[torch.randperm(n, generator=gen, device=device)])
     units, strata = [], []
     taken = [0] * len(sizes)
@@ -95,20 +116,10 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
         units.append(level_units[order])
         strata.append(level_strata[order])
         taken = wanted
-    dtype = solve_dtype(device)
-    size_tensor = torch.tensor(sizes, dtype=dtype, device=device)
-    kernel = (m - 1) / (
-        torch.tensor([math.comb(m, s) for s in sizes], dtype=dtype, device=device)
-        * size_tensor
-        * (m - size_tensor)
-    )
-    return ShapleyDesign(
-        units=torch.cat(units) if units else torch.zeros(0, m, dtype=torch.bool, device=device),
-        strata=torch.cat(strata) if strata else torch.zeros(0, dtype=torch.long, device=device),
-        sizes=size_tensor,
-        population=torch.tensor(population, dtype=dtype, device=device),
-        n_planned=torch.tensor(planned, dtype=dtype, device=device),
-        kernel=kernel,
+    return ShapleyDesign.of(
+        torch.cat(units) if units else torch.zeros(0, m, dtype=torch.bool, device=device),
+        torch.cat(strata) if strata else torch.zeros(0, dtype=torch.long, device=device),
+        planned,
     )
 
 
@@ -154,7 +165,7 @@ def _allocate(planned: list[int], first: int, pairs: int, mass: list[float], pop
         open_ = [g for g in open_ if planned[g] < population[g]]
 
 
-def _sample_pairs(m: int, s: int, total: int, n: int, gen: torch.Generator) -> torch.Tensor:
+def sample_pairs(m: int, s: int, total: int, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` distinct pairs ``{S, N \\ S}`` with ``|S| = s``, as the ``(n, m)`` bool mask of one side.
 
     For ``s = m/2`` a pair is named by its side that holds feature 0 (so pairs are not drawn twice).
