@@ -34,14 +34,13 @@ and the fit differ. Each cell is an estimator's mean absolute error divided by `
   drawn uniformly within a size, without replacement, each evaluation updating one stratum of every player. Sizes
   get the paper's share (about ``1/min(s, M-s)``, ``1/(M log M)`` for the middle) or, paired, shap's kernel
   allocation (each draw with its complement). No regression: Monte-Carlo means of ``v`` itself.
-- *GP, greedy design*: the coalitions are chosen before any is evaluated, to minimise the posterior variance
-  of the Shapley values under a Gaussian-process prior on the odd part ``v(S) - v(N \\ S)`` (every odd parity
-  ``u_T`` independent, variance ``c_|T|``: ``c_1 = 1``, ``c_3 = 1e-3``, ``c_5 = 0.03 c_3``, then ``x 0.15`` per
-  order); greedy, pair by pair, from a pool of candidate pairs (every pair of sizes 1-3, 400 random ones of each
-  larger size), starting from the full coalition (``v(N) - v(empty)``, known). The estimate is the noise-free
-  posterior mean of the Shapley values (a parity ``u_T`` gives ``1/|T|`` of its coefficient to each player in
-  ``T``). The design depends on ``M``, the budget, the prior and the pool's seed, not on the model, so it could
-  be computed once and cached; the time below includes it.
+- *livexai, estimator="gp"*: the library's Gaussian-process estimator (:mod:`livexai._gp_shapley`): coalitions
+  chosen before any is evaluated, pair by pair, to shrink the posterior variance of the Shapley values under a
+  prior on the odd part ``v(S) - v(N \\ S)`` (main effects free, third order ``1e-3``, fifth ``3e-5``, then
+  ``x 0.15`` per order), then universal kriging. The design depends only on ``M``, the budget and the seed (the
+  library caches it); the time below includes it.
+
+``--other-games`` checks the two library estimators on games the Gaussian-process prior was not set on.
 """
 
 from __future__ import annotations
@@ -53,6 +52,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from livexai._gp_shapley import signed_elementary
 
 from ._common import markdown_table
 from .accuracy import N_FEATURES as M
@@ -214,17 +215,6 @@ def _stratum_weights(strata: torch.Tensor, population: torch.Tensor, kernel: tor
     return kernel[strata] * (population / counts)[strata]
 
 
-def _signed_elementary(n: int) -> torch.Tensor:
-    """``E[k, q]``: the elementary symmetric polynomial ``e_k`` of ``n`` signs of which ``q`` are -1."""
-    table = torch.zeros(n + 1, n + 1, dtype=torch.float64)
-    for k in range(n + 1):
-        for q in range(n + 1):
-            table[k, q] = sum(
-                math.comb(n - q, k - j) * math.comb(q, j) * (-1) ** j for j in range(min(k, q) + 1)
-            )
-    return table
-
-
 def all_odd_orders(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
     """Kernel-ridge (GP) fit over every odd parity, linear terms free, the full coalition fitted exactly."""
     units, strata, population, kernel = stratified_design(budget, seed)
@@ -237,7 +227,7 @@ def all_odd_orders(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
     disagree = ((M - u @ u.T) / 2).round().long()
     negative = (u < 0).long()
     others_negative = negative.sum(1, keepdim=True) - negative
-    e_all, e_others = _signed_elementary(M), _signed_elementary(M - 1)
+    e_all, e_others = signed_elementary(M, torch.float64), signed_elementary(M - 1, torch.float64)
     best = (math.inf, None)
     for rho in (0.0, 0.1, 0.3):
         scale = {
@@ -352,96 +342,17 @@ def svarm(paired: bool = False, allocation: str = "paper") -> Estimator:
 # Gaussian-process prior on the odd part, greedy design
 
 
-class _OddGP:
-    """A Gaussian process over odd functions ``g(u)``, ``u`` in ``{-1, 1}^M``: every parity ``u_T`` of odd order
-    ``k`` with an independent coefficient of variance ``c_k``; the Shapley values are
-    ``phi_i = sum_{T containing i} g_T / |T|``."""
+def livexai_gp(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
+    """``kernel_shap(..., estimator="gp")`` on the tabulated game: the library's greedy design and fit."""
+    from livexai._gp_shapley import gp_shapley, greedy_design
 
-    def __init__(self, variances: dict[int, float]):
-        e_all, e_others = _signed_elementary(M), _signed_elementary(M - 1)
-        # cov(g(u), g(u')) = sum_k c_k e_k(u * u'): a function of the number of disagreeing coordinates.
-        self.by_distance = sum(c * e_all[k] for k, c in variances.items())
-        # cov(g(u), phi_i) = u_i sum_k c_k / k e_{k-1}(u without i): a function of the -1s among the others.
-        self.phi_by_negatives = sum((c / k) * e_others[k - 1] for k, c in variances.items())
-
-    def kernel(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.by_distance[((M - u @ v.T) / 2).round().long()]
-
-    def phi_cov(self, u: torch.Tensor) -> torch.Tensor:
-        """``cov(g(u_n), phi_i)`` ``(n, M)``."""
-        negative = (u < 0).long()
-        return u * self.phi_by_negatives[negative.sum(1, keepdim=True) - negative]
-
-    def posterior_phi(self, u: torch.Tensor, d: torch.Tensor, nugget: float = 1e-9) -> torch.Tensor:
-        """The posterior mean of the Shapley values given ``g(u_n) = d_n`` (exact, up to a tiny nugget)."""
-        gram = self.kernel(u, u)
-        gram = gram + nugget * float(gram.diagonal().mean()) * torch.eye(u.shape[0], dtype=torch.float64)
-        factor = torch.linalg.cholesky(gram)
-        return self.phi_cov(u).T @ torch.cholesky_solve(d[:, None], factor)[:, 0]
-
-
-def _order_variances(third: float = 1e-3, fifth: float = 0.03, decay: float = 0.15) -> dict[int, float]:
-    """``c_1 = 1``, ``c_3 = third``, ``c_5 = fifth c_3``, then ``x decay`` per odd order."""
-    variances = {1: 1.0, 3: third}
-    for k in range(5, M + 1, 2):
-        variances[k] = variances[k - 2] * (fifth if k == 5 else decay)
-    return variances
-
-
-def greedy_gp_design(gp: _OddGP, pairs: int, seed: int, per_size: int = 400) -> torch.Tensor:
-    """``pairs`` pairs (one side each, ``(pairs, M)`` bool), each the candidate whose odd difference most reduces
-    the trace of the Shapley values' posterior covariance, given the full coalition and the pairs before it.
-
-    Incremental: with ``L`` the Cholesky factor of the chosen points' Gram matrix, ``V = L^-1 K(chosen, pool)``
-    and ``W = L^-1 K(chosen, phi)`` gain one row per choice, so a step costs ``O(n P)``."""
-    from livexai import _design
-
-    gen = torch.Generator().manual_seed(seed)
-    pool = []
-    for s in range(1, M // 2 + 1):
-        total = math.comb(M, s) // (2 if 2 * s == M else 1)
-        pool.append(_design.sample_pairs(M, s, total, min(total, per_size), gen))
-    candidates = torch.cat(pool)
-    u = candidates.double() * 2 - 1
-    prior = float(gp.by_distance[0])
-    steps = min(pairs, candidates.shape[0])
-    full = torch.ones(1, M, dtype=torch.float64)
-    root = math.sqrt(prior)
-    v_rows = torch.zeros(steps + 1, candidates.shape[0], dtype=torch.float64)  # (n, P)
-    v_rows[0] = gp.kernel(full, u)[0] / root
-    w_first = gp.phi_cov(full)[0] / root
-    covariance = gp.phi_cov(u) - torch.outer(v_rows[0], w_first)  # (P, M): cov(g(candidate), phi | chosen)
-    variance = prior - v_rows[0] ** 2  # (P,): var(g(candidate) | chosen)
-    taken = torch.zeros(candidates.shape[0], dtype=torch.bool)
-    chosen = []
-    for n in range(1, steps + 1):
-        gain = (covariance**2).sum(1) / variance.clamp_min(1e-12 * prior)
-        gain[taken] = -1.0
-        best = int(gain.argmax())
-        taken[best] = True
-        chosen.append(best)
-        scale = math.sqrt(max(float(variance[best]), 1e-12 * prior))
-        v_rows[n] = (gp.kernel(u[best : best + 1], u)[0] - v_rows[:n, best] @ v_rows[:n]) / scale
-        covariance -= torch.outer(v_rows[n], covariance[best] / scale)
-        variance -= v_rows[n] ** 2
-    return candidates[chosen]
-
-
-def gp_greedy(third: float = 1e-3, fifth: float = 0.03, decay: float = 0.15) -> Estimator:
-    """The greedy design for the prior ``_order_variances(third, fifth, decay)`` and its posterior mean."""
-    gp = _OddGP(_order_variances(third, fifth, decay))
-
-    def estimate(table: torch.Tensor, budget: int, seed: int) -> torch.Tensor:
-        units = greedy_gp_design(gp, budget // 2, seed)
-        diffs, delta = _pair_data(table, units)
-        u = torch.cat([torch.ones(1, M, dtype=torch.float64), units.double() * 2 - 1])
-        return gp.posterior_phi(u, torch.cat([torch.tensor([delta], dtype=torch.float64), diffs]))
-
-    return estimate
+    units = greedy_design(M, budget, torch.Generator().manual_seed(seed)).units
+    diffs, delta = _pair_data(table, units)
+    return gp_shapley(units, diffs, delta).values
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "livexai (shap allocation)": stratified(1.0),
+    'livexai, estimator="regression"': stratified(1.0),
     "Leverage SHAP (equal per size)": stratified(0.0),
     "PySHAP* (paired, corrected weights)": pyshap_star,
     "RAMC, cubic surrogate, 2-fold": ramc_crossfit,
@@ -449,7 +360,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "livexai, all odd orders (GP)": all_odd_orders,
     "Stratified SVARM (paper's sizes)": svarm(),
     "Stratified SVARM, paired, kernel allocation": svarm(paired=True, allocation="kernel"),
-    "GP, greedy design": gp_greedy(),
+    'livexai, estimator="gp" (the default)': livexai_gp,
 }
 
 
@@ -496,17 +407,96 @@ def comparison(problem: Problem, budgets: list[int], seeds: int) -> str:
     )
 
 
+class _Products(torch.nn.Module):
+    """A game with strong, known interactions: a linear part, a product of two columns, one of three and a
+    ReLU gate. Outputs ``(N, 2)`` like the MLPs (the benchmark explains output 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.randn(M, generator=torch.Generator().manual_seed(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (
+            x @ self.linear
+            + 2 * x[:, 0] * x[:, 1]
+            - 1.5 * x[:, 2] * x[:, 3] * x[:, 4]
+            + torch.relu(x[:, 5] + x[:, 6] - x[:, 7]) * x[:, 8]
+        )
+        return torch.stack([-score, score], 1)
+
+
+def other_games(n_inputs: int) -> dict[str, Problem]:
+    """Games the Gaussian-process prior was not set on: another seed of the MLP family, a more nonlinear MLP
+    (weights x2.5) and :class:`_Products`; each with its own inputs and 5 background rows."""
+    from .accuracy import TabularMLP
+
+    steeper = TabularMLP(M, seed=3)
+    with torch.no_grad():
+        for layer in steeper.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(2.5)
+    models = {
+        "MLP, seed 7": TabularMLP(M, seed=7),
+        "MLP, seed 3, weights x2.5": steeper,
+        "products": _Products(),
+    }
+    games = {}
+    for name, model in models.items():
+        gen = torch.Generator().manual_seed(11)
+        background = torch.randn(5, M, generator=gen)
+        games[name] = Problem(model, background, torch.randn(n_inputs, M, generator=gen))
+    return games
+
+
+def generalisation(budgets: list[int], n_inputs: int, seeds: int) -> str:
+    """Error / shap's error of the two library estimators on :func:`other_games`, one column pair per game."""
+    pair = {'estimator="regression"': ESTIMATORS['livexai, estimator="regression"'], '"gp"': livexai_gp}
+    header, columns = ["coalitions"], []
+    for name, problem in other_games(n_inputs).items():
+        runs = [(i, seed) for i in range(n_inputs) for seed in range(seeds)]
+        tables = [value_table(problem, i) for i in range(n_inputs)]
+        exact = problem.exact
+        column = {label: {} for label in pair}
+        for b in budgets:
+            shap_error = np.mean(
+                [np.abs(shap_kernel(problem, i, b, seed)[0] - exact[i].numpy()).mean() for i, seed in runs]
+            )
+            for label, estimator in pair.items():
+                error = np.mean(
+                    [float((estimator(tables[i], b, seed) - exact[i]).abs().mean()) for i, seed in runs]
+                )
+                column[label][b] = error / shap_error
+        header += [f"{name}: {label}" for label in pair]
+        columns += [column[label] for label in pair]
+        print(f"  {name} done", flush=True)
+    rows = [[str(b), *[f"{column[b]:.2f}×" for column in columns]] for b in budgets]
+    return "\n".join(
+        [
+            markdown_table(header, rows),
+            "",
+            f"Error / shap.KernelExplainer's error on the same inputs and seeds ({n_inputs} inputs × {seeds} seeds "
+            "per game).",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.kernel_estimators", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="2 inputs x 2 seeds, 3 budgets")
     parser.add_argument("--budgets", type=int, nargs="+", help="coalition budgets (default 64 .. 2048)")
+    parser.add_argument(
+        "--other-games", action="store_true", help="the library's two estimators on three other games"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     budgets = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048]
     budgets = args.budgets or budgets
     n_inputs, seeds = (2, 2) if args.quick else (4, 16)
+    if args.other_games:
+        print(generalisation(budgets, 2 if args.quick else 3, 2 if args.quick else 4))
+        return
     print(comparison(make_problem(n_inputs), budgets, seeds))
 
 

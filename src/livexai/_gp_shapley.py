@@ -22,8 +22,9 @@ likelihood one, which sets the standard errors (the mean does not depend on it).
 
 Measured on ``benchmarks.accuracy``'s game and three others (``benchmarks/RESULTS.md``): 0.4-0.5x the error of
 ``shap.KernelExplainer`` at 64-256 coalitions and 0.2-0.3x at 1024, where the stratified regression gives
-0.5-0.75x and 0.35-0.5x. The design costs ``O(n^2 P)`` for ``n`` pairs and ``P`` candidates (about 0.1 s at 14
-features and 1000 coalitions), so it is used up to :data:`MAX_FEATURES` features and remembered per budget and seed.
+0.5-0.75x and 0.35-0.5x. The design costs ``O(n^2 P)`` for ``n`` pairs and ``P`` candidates (about 0.15 s at
+14 features and 1000 coalitions, 0.4 s at the default 2076), so it is used up to :data:`MAX_FEATURES` features
+and remembered per budget and seed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ _DESIGN_MAIN = 1e4
 _NUGGET = 1e-9
 
 
-def _signed_elementary(n: int, dtype: torch.dtype) -> torch.Tensor:
+def signed_elementary(n: int, dtype: torch.dtype) -> torch.Tensor:
     """``E[k, q]``: the elementary symmetric polynomial ``e_k`` of ``n`` signs of which ``q`` are -1, the
     coefficient of ``t^k`` in ``(1 + t)^(n - q) (1 - t)^q``."""
     table = torch.zeros(n + 1, n + 1, dtype=torch.float64)
@@ -78,7 +79,7 @@ class OddPrior:
         """The prior with variance ``main`` on the main effects (0: the interactions alone)."""
         dtype = solve_dtype(device)
         variances = _order_variances(m, main)
-        e_all, e_others = _signed_elementary(m, torch.float64), _signed_elementary(m - 1, torch.float64)
+        e_all, e_others = signed_elementary(m, torch.float64), signed_elementary(m - 1, torch.float64)
         by_distance = sum(c * e_all[k] for k, c in variances.items())
         phi_by_negatives = sum((c / k) * e_others[k - 1] for k, c in variances.items())
         phi_variance = sum(c * math.comb(m - 1, k - 1) / k**2 for k, c in variances.items())
