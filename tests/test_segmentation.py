@@ -387,3 +387,18 @@ def test_felzenszwalb_matches_scikit_image(photo):
 def test_errors(image, options, error, message):
     with pytest.raises(error, match=message):
         segment(image, **{"n_segments": 4, **options})
+
+
+def test_slic_stops_at_convergence_with_the_labels_of_every_iteration(photo, monkeypatch):
+    """Once an iteration repeats the labels, every later one would too: stopping there changes nothing."""
+    small = torch.from_numpy(resize(photo, (64, 64), anti_aliasing=True)).permute(2, 0, 1).float()
+    calls = []
+    early = [segment(image, n, method="slic", max_num_iter=30) for image in (photo, small) for n in (20, 120)]
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "equal", lambda a, b: calls.append(1) and False)  # never converged: all 30
+        every = [
+            segment(image, n, method="slic", max_num_iter=30) for image in (photo, small) for n in (20, 120)
+        ]
+    assert len(calls) == 4 * 30
+    for a, b in zip(early, every, strict=True):
+        assert torch.equal(a, b)

@@ -317,7 +317,9 @@ def _slic_kmeans(
             packed = distance.view(torch.int32).bitwise_and_(-16).bitwise_or_(k_values[group]).amin(0)
             closest = packed if closest is None else torch.minimum(closest, packed)
         best_k = closest.bitwise_and_(15).reshape(-1).index_select(0, padded_index)
-        labels = home_of_pixel + shift_of_k.index_select(0, best_k)
+        previous, labels = labels, home_of_pixel + shift_of_k.index_select(0, best_k)
+        if torch.equal(labels, previous):
+            break  # converged: the same labels give the same centres, so every later iteration repeats this one
         centres = _cluster_means(features, labels, n_slots, centres)
     return labels.view(height, width)
 
