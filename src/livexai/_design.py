@@ -123,6 +123,16 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
     )
 
 
+@functools.lru_cache(maxsize=32)
+def cached_shapley_design(
+    n_features: int, n_coalitions: int, seed: int, device: torch.device
+) -> ShapleyDesign:
+    """:func:`shapley_design` for a generator seeded with ``seed`` on ``device``, planned once: it depends on
+    neither the model nor the input, and drawing it took 5 ms of a 190-ms KernelSHAP call on a small CNN (42
+    superpixels). Read-only."""
+    return shapley_design(n_features, n_coalitions, torch.Generator(device=device).manual_seed(seed))
+
+
 def _plan(pairs: int, population: list[int], mass: list[float]) -> list[int]:
     """Pairs per size for a budget of ``pairs``: the smallest sizes enumerated while their share covers them,
     the rest shared in proportion to ``mass``."""

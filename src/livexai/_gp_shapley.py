@@ -105,7 +105,7 @@ def _order_variances(m: int, main: float) -> dict[int, float]:
 
 def greedy_design(m: int, n_coalitions: int, gen: torch.Generator) -> ShapleyDesign:
     """Plan ``n_coalitions`` coalitions (rounded down to pairs) of ``m`` players, chosen greedily (see the module's
-    docstring), in the order chosen; strata and kernel weights as :func:`stratified_design` names them."""
+    docstring), in the order chosen; strata and kernel weights as :func:`~livexai._design.shapley_design` has them."""
     device = gen.device
     prior = OddPrior.of(m, device, _DESIGN_MAIN)
     pairs = n_coalitions // 2

@@ -29,14 +29,13 @@ import torch
 
 from ._adapter import Model, ModelAdapter, OutputSpace
 from ._call import PreparedCall, prepare
-from ._design import PairLayout, ShapleyDesign, shapley_design
+from ._design import PairLayout, ShapleyDesign, cached_shapley_design
 from ._features import (
     BASELINES,
     FeatureSpace,
     background_rows,
     check_n_samples,
     describe,
-    generator,
     sequence_space,
     subsample_indices,
 )
@@ -178,10 +177,10 @@ def _plan(
     estimator: object, m: int, budget: int, interactions: bool | None, seed: int, device: torch.device
 ) -> tuple[str, ShapleyDesign]:
     """The estimator that runs (see :func:`_choose_estimator`) and its coalitions."""
-    chosen = _choose_estimator(estimator, m, budget, interactions)
+    chosen, seed = _choose_estimator(estimator, m, budget, interactions), check_int("seed", seed, 0)
     if chosen == "gp":
-        return chosen, cached_greedy_design(m, budget, check_int("seed", seed, 0), device)
-    return chosen, shapley_design(m, budget, generator(seed, device))
+        return chosen, cached_greedy_design(m, budget, seed, device)
+    return chosen, cached_shapley_design(m, budget, seed, device)
 
 
 def _choose_estimator(estimator: object, m: int, budget: int, interactions: bool | None) -> str:
