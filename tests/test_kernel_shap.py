@@ -224,32 +224,27 @@ def _shap_error(model, x, background, budget: int, seed: int, expected: torch.Te
 
 
 def test_more_accurate_than_shap_kernel_explainer_at_equal_budget() -> None:
-    """Mean absolute error against exact values, 12 and 14 features, 1000 coalitions, averaged over 6 runs."""
+    """Mean absolute error against exact values, 12 and 14 features, 1000 coalitions, averaged over 6 runs: the
+    default (the Gaussian-process estimator) beats shap and the regression, which beats shap too."""
     logging.getLogger("shap").setLevel(logging.ERROR)
     budget = 1000
-    errors: dict[str, list[float]] = {"shap": [], "ours": [], "ours_linear": []}
+    variants = {"ours": {}, "regression": {"estimator": "regression"}, "ours_linear": {"interactions": False}}
+    errors: dict[str, list[float]] = {"shap": [], **{name: [] for name in variants}}
     for m in (12, 14):
         for seed in range(3):
             model = make_mlp(m, n_outputs=2, seed=100 + seed, hidden=48)
             x, background = data(m, 5, seed=200 + seed)
             expected, _, _ = brute_force_shapley(tabular_game(model, x, background, 0), m)
             errors["shap"].append(_shap_error(model, x, background, budget, seed, expected))
-            for name, interactions in (("ours", None), ("ours_linear", False)):
+            for name, options in variants.items():
                 result = kernel_shap(
-                    model,
-                    x,
-                    background=background,
-                    target=0,
-                    n_samples=budget,
-                    seed=seed,
-                    interactions=interactions,
+                    model, x, background=background, target=0, n_samples=budget, seed=seed, **options
                 )
                 errors[name].append(float((result.weights.double() - expected).abs().mean()))
     mean = {name: float(np.mean(values)) for name, values in errors.items()}
-    assert mean["ours"] <= mean["shap"], mean
-    assert mean["ours"] <= 0.8 * mean["shap"], mean  # measured: 0.33-0.49x over other seeds, 0.35x here
-    # Stratified pairs alone (what runs above 16 features): measured 0.75-1.06x over other seeds, 0.84x here.
-    assert mean["ours_linear"] <= 1.1 * mean["shap"], mean
+    assert mean["regression"] <= 0.8 * mean["shap"], mean  # measured: 0.33-0.49x over other seeds
+    assert mean["ours"] <= 0.8 * mean["regression"], mean
+    assert mean["ours_linear"] <= 1.1 * mean["shap"], mean  # what runs above 16 features: 0.75-1.06x
 
 
 def test_standard_errors_match_the_spread_of_estimates() -> None:
