@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._adapter import ModelAdapter
+from ._bars import progress_bar
 from ._methods import METHODS
 from .explanation import Explanation
 from .metrics import deletion, energy_pointing_game, insertion, pointing_game
@@ -601,26 +602,6 @@ class _Collector:
 # Engines
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    """A tqdm bar (the notebook one in Jupyter) when asked for and tqdm is installed, else a silent stand-in."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc="explaining", unit="input")
-        except ImportError:
-            pass
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _local_results(job: _Job, source: _IndexedSource, todo: list[int]) -> Iterator[_Result]:
     """Explain ``todo`` in this process, one input after another, on the model's own device."""
     worker = _Worker(job)
@@ -826,7 +807,7 @@ def explain_dataset(
         )
     )
     complete = True
-    bar = _progress_bar(len(todo), progress)
+    bar = progress_bar(len(todo), progress, "explaining", "input")
     try:
         for result in results:
             collector.add(result)

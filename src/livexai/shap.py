@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -54,7 +54,7 @@ from .explanation import Explanation
 _MIN_PAIRS_PER_FEATURE = 8
 
 Estimator = Literal["auto", "gp", "regression"]
-ESTIMATORS = ("auto", "gp", "regression")
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 # Coalition count above which the budget is never capped (2^M - 2 would not fit comfortably in an int anyway).
 _ENUMERABLE_FEATURES = 40
@@ -305,10 +305,11 @@ class _PairFit:
 
 class _PairRegression:
     """KernelSHAP's plug-in for the progressive engine: the pairs of ``design`` laid out over the fill rows of
-    ``space``, refitted on the first ``done`` pairs.
+    ``space``, refitted on the first ``done`` pairs: by the Gaussian-process posterior (``gaussian``) or by the
+    Shapley-kernel regression.
 
-    The ridge penalty of the third-order terms is kept between refits and chosen again (leave-one-out) whenever
-    the pairs have grown 4-fold since it was last chosen, and on the final refit.
+    The regression's ridge penalty of the third-order terms is kept between refits and chosen again
+    (leave-one-out) whenever the pairs have grown 4-fold since it was last chosen, and on the final refit.
     """
 
     def __init__(

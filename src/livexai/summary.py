@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._adapter import Model
+from ._bars import progress_bar
 from ._call import as_adapter
 from ._inputs import check_choice, check_int
 from .background import WeightedRows, kmeans
@@ -214,7 +215,7 @@ def shap_summary(
     evals_before = adapter.n_evals
     target = _default_target(adapter, table) if target is None else check_int("target", target, 0)
     values, base_values = [], []
-    bar = _progress_bar(table.shape[0], progress)
+    bar = progress_bar(table.shape[0], progress, "shap_summary", "row")
     batches = explain_rows(
         adapter, table, method, reference, target, n_samples=n_samples, seed=seed, feature_names=names,
         check_cancel=check_cancel,
@@ -222,10 +223,8 @@ def shap_summary(
     for explanations in batches:
         values += [e.attributions for e in explanations]
         base_values += [e.base_value for e in explanations]
-        if bar is not None:
-            bar.update(len(explanations))
-    if bar is not None:
-        bar.close()
+        bar.update(len(explanations))
+    bar.close()
     return ShapSummary(
         values=torch.stack(values),
         base_values=torch.tensor(base_values, dtype=torch.float32),
@@ -237,17 +236,6 @@ def shap_summary(
         elapsed_s=time.perf_counter() - began,
         params={"n_samples": n_samples, "seed": seed, "background": _describe(reference)},
     )
-
-
-def _progress_bar(n: int, progress: bool) -> Any:
-    """A tqdm progress bar over ``n`` rows when asked for and tqdm is installed, else None."""
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=n, desc="shap_summary", unit="row")
 
 
 def _describe(background: Any) -> str:
