@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone"
     )
     args = parser.parse_args(argv)
-    from .kernel_estimators import comparison, generalisation  # here: they import this module's game
+    from .kernel_estimators import comparison, generalisation, image_games  # they import this module's game
 
     budgets = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048, 4096]
     n_inputs, seeds = (2, 2) if args.quick else (4, 4)
@@ -445,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("the library's estimators on other games ...")
     others = generalisation([64, 128, 256, 512, 1024], 2 if args.quick else 3, 2 if args.quick else 4)
+    print("the library's estimators on image games ...")
+    images = image_games([64, 128, 256, 512], 2 if args.quick else 4, 2 if args.quick else 4)
     stopping = early_stopping(
         problem, 1024 if args.quick else 2048, [0.05, 0.02, 0.01], 1 if args.quick else 2
     )
@@ -473,6 +475,12 @@ def main(argv: list[str] | None = None) -> None:
             "(`python -m benchmarks.kernel_estimators --other-games`):",
             "",
             others,
+            "",
+            "And on image games, where an explanation's features are superpixels: the shipped shapes CNN, 14–16 SLIC "
+            "superpixels removed by blurring or by the mean colour, exact values by evaluating all coalitions "
+            "(`python -m benchmarks.kernel_estimators --images`):",
+            "",
+            images,
             "",
             "### Progressive early stopping",
             "",
