@@ -11,7 +11,8 @@ import torch
 from conftest import make_mlp
 from test_kernel_shap import brute_force_shapley, data, tabular_game
 
-from livexai._gp_shapley import MAX_FEATURES, gp_shapley, greedy_design
+from livexai._adapter import Cancelled
+from livexai._gp_shapley import MAX_FEATURES, cached_greedy_design, gp_shapley, greedy_design
 from livexai.shap import iter_kernel_shap, kernel_shap
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -117,3 +118,22 @@ def test_the_choice_of_estimator() -> None:
     exact = kernel_shap(model, x, background=background, target=0, n_samples=254, estimator="gp")
     assert exact.params["estimator"] == "exact" and exact.params["exact"]
     assert math.isfinite(float(exact.weights.sum()))
+
+
+def test_choosing_the_design_can_be_cancelled_and_an_abandoned_one_is_not_kept() -> None:
+    """A widget whose slider moved on abandons the choice (up to 0.5 s at 16 features) between steps."""
+    calls = []
+
+    def cancel_on_third_check() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Cancelled
+
+    m, budget, seed = 13, 400, 123  # a key no other test uses
+    with pytest.raises(Cancelled):
+        cached_greedy_design(m, budget, seed, torch.device("cpu"), cancel_on_third_check)
+    assert len(calls) == 3
+    design = cached_greedy_design(m, budget, seed, torch.device("cpu"), lambda: calls.append(1))
+    assert len(calls) == 3 + (budget // 2) // 16  # chosen afresh, checked every 16 steps
+    assert cached_greedy_design(m, budget, seed, torch.device("cpu")) is design  # then kept
+    assert torch.equal(design.units, greedy_design(m, budget, torch.Generator().manual_seed(seed)).units)

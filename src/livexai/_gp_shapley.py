@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,7 +106,9 @@ def _order_variances(m: int, main: float) -> dict[int, float]:
     return variances
 
 
-def greedy_design(m: int, n_coalitions: int, gen: torch.Generator) -> ShapleyDesign:
+def greedy_design(
+    m: int, n_coalitions: int, gen: torch.Generator, check_cancel: Callable[[], None] | None = None
+) -> ShapleyDesign:
     """Plan ``n_coalitions`` coalitions (rounded down to pairs) of ``m`` players, chosen greedily (see the module's
     docstring), in the order chosen; strata and kernel weights as :func:`~livexai._design.shapley_design` has them."""
     device = gen.device
@@ -128,6 +133,8 @@ def greedy_design(m: int, n_coalitions: int, gen: torch.Generator) -> ShapleyDes
     taken = torch.zeros(u.shape[0], dtype=torch.bool, device=device)
     chosen = torch.zeros(pairs, dtype=torch.long, device=device)
     for step in range(1, pairs + 1):
+        if check_cancel is not None and step % _CHECK_EVERY == 0:
+            check_cancel()
         gain = (covariance**2).sum(1) / variance.clamp_min(floor)
         best = int(gain.masked_fill(taken, -1.0).argmax())
         taken[best] = True
@@ -141,11 +148,34 @@ def greedy_design(m: int, n_coalitions: int, gen: torch.Generator) -> ShapleyDes
     return ShapleyDesign.of(units, torch.minimum(sizes, m - sizes) - 1)
 
 
-@functools.lru_cache(maxsize=32)
-def cached_greedy_design(m: int, n_coalitions: int, seed: int, device: torch.device) -> ShapleyDesign:
-    """:func:`greedy_design` for a generator seeded with ``seed`` on ``device``, computed once (it does not depend
-    on the model or the input: a widget recomputing with the same budget reuses it). Read-only."""
-    return greedy_design(m, n_coalitions, torch.Generator(device=device).manual_seed(seed))
+# Designs already chosen, by (players, coalitions, seed, device), most recently used last.
+_DESIGNS: OrderedDict[tuple[int, int, int, torch.device], ShapleyDesign] = OrderedDict()
+_DESIGNS_KEPT = 32
+_DESIGNS_GUARD = threading.Lock()
+# Steps of the greedy choice between two cancellation checks.
+_CHECK_EVERY = 16
+
+
+def cached_greedy_design(
+    m: int, n_coalitions: int, seed: int, device: torch.device, check_cancel: Callable[[], None] | None = None
+) -> ShapleyDesign:
+    """:func:`greedy_design` for a generator seeded with ``seed`` on ``device``, chosen once: it depends on neither
+    the model nor the input, so a widget recomputing with the same budget reuses it. Read-only.
+
+    ``check_cancel`` is called every few steps of the choice (up to 0.5 s at 16 features): a widget whose slider
+    moved on abandons it, and an abandoned design is not kept.
+    """
+    key = (m, n_coalitions, seed, device)
+    with _DESIGNS_GUARD:
+        if key in _DESIGNS:
+            _DESIGNS.move_to_end(key)
+            return _DESIGNS[key]
+    design = greedy_design(m, n_coalitions, torch.Generator(device=device).manual_seed(seed), check_cancel)
+    with _DESIGNS_GUARD:
+        _DESIGNS[key] = design
+        while len(_DESIGNS) > _DESIGNS_KEPT:
+            _DESIGNS.popitem(last=False)
+    return design
 
 
 def n_candidates(m: int) -> int:

@@ -138,7 +138,7 @@ def iter_kernel_shap(
     space, kept = _subsample(space, described, background_size, seed)
     m = space.n_features
     budget = _budget(m, n_samples)
-    chosen, design = _plan(estimator, m, budget, interactions, seed, call.x.device)
+    chosen, design = _plan(estimator, m, budget, interactions, seed, call.x.device, check_cancel)
     run = _PairRegression(call, space, design, _use_interactions(m, interactions), gaussian=chosen == "gp")
     params = {
         "n_samples": budget,
@@ -174,12 +174,18 @@ def _budget(m: int, n_samples: int | None) -> int:
 
 
 def _plan(
-    estimator: object, m: int, budget: int, interactions: bool | None, seed: int, device: torch.device
+    estimator: object,
+    m: int,
+    budget: int,
+    interactions: bool | None,
+    seed: int,
+    device: torch.device,
+    check_cancel: Callable[[], None] | None = None,
 ) -> tuple[str, ShapleyDesign]:
     """The estimator that runs (see :func:`_choose_estimator`) and its coalitions."""
     chosen, seed = _choose_estimator(estimator, m, budget, interactions), check_int("seed", seed, 0)
     if chosen == "gp":
-        return chosen, cached_greedy_design(m, budget, seed, device)
+        return chosen, cached_greedy_design(m, budget, seed, device, check_cancel)
     return chosen, cached_shapley_design(m, budget, seed, device)
 
 
@@ -417,7 +423,7 @@ def kernel_shap_rows(
     first_space, described = _feature_space(calls[0], None, background, None)  # type: ignore[arg-type]
     m = first_space.n_features
     budget = _budget(m, n_samples)
-    chosen, design = _plan(estimator, m, budget, None, seed, calls[0].x.device)
+    chosen, design = _plan(estimator, m, budget, None, seed, calls[0].x.device, check_cancel)
     layout = PairLayout(design.units, first_space.fill.shape[0], first_space.fill_weights)
     spaces = [FeatureSpace.columns(call.x, first_space.fill, first_space.fill_weights) for call in calls]
     sequence = layout.sequence
