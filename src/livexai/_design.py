@@ -49,7 +49,7 @@ class ShapleyDesign:
         m, device = units.shape[1], units.device
         dtype = solve_dtype(device)
         sizes = torch.arange(1, m // 2 + 1, dtype=dtype, device=device)
-        population = [math.comb(m, s) // (2 if 2 * s == m else 1) for s in range(1, m // 2 + 1)]
+        population = [pairs_of_size(m, s) for s in range(1, m // 2 + 1)]
         counts = torch.bincount(strata, minlength=sizes.numel()) if planned is None else planned
         return cls(
             units=units,
@@ -76,6 +76,12 @@ class ShapleyDesign:
         return int((self.n_planned == self.population).sum())
 
 
+def pairs_of_size(m: int, s: int) -> int:
+    """How many complementary pairs ``{S, N \\ S}`` of ``m`` players have ``|S| = s`` (``s <= m/2``): ``C(m, s)``,
+    halved for ``s = m/2``, where each pair holds two coalitions of that size."""
+    return math.comb(m, s) // (2 if 2 * s == m else 1)
+
+
 def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> ShapleyDesign:
     """Plan ``n_coalitions`` coalitions (rounded down to pairs) of ``n_features`` players.
 
@@ -92,7 +98,7 @@ def shapley_design(n_features: int, n_coalitions: int, gen: torch.Generator) -> 
     m = n_features
     device = gen.device
     sizes = list(range(1, m // 2 + 1))
-    population = [math.comb(m, s) // (2 if 2 * s == m else 1) for s in sizes]
+    population = [pairs_of_size(m, s) for s in sizes]
     mass = [(1.0 if 2 * s == m else 2.0) * (m - 1) / (s * (m - s)) for s in sizes]
     planned = _plan(n_coalitions // 2, population, mass)
     by_stratum = []

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._design import ShapleyDesign, sample_pairs
+from ._design import ShapleyDesign, pairs_of_size, sample_pairs
 from ._surrogate import ShapleyFit, solve_dtype
 
 # Above this many features the greedy design's candidates (and its cost) grow too fast for a live call.
@@ -180,16 +180,14 @@ def cached_greedy_design(
 
 def n_candidates(m: int) -> int:
     """How many candidate pairs :func:`greedy_design` chooses from for ``m`` players."""
-    return sum(
-        min(math.comb(m, s) // (2 if 2 * s == m else 1), _CANDIDATES_PER_SIZE) for s in range(1, m // 2 + 1)
-    )
+    return sum(min(pairs_of_size(m, s), _CANDIDATES_PER_SIZE) for s in range(1, m // 2 + 1))
 
 
 def _candidates(m: int, gen: torch.Generator) -> torch.Tensor:
     """One side of every candidate pair ``(P, m)`` bool: all pairs of a size with few, else a random sample."""
     pool = []
     for s in range(1, m // 2 + 1):
-        total = math.comb(m, s) // (2 if 2 * s == m else 1)
+        total = pairs_of_size(m, s)
         pool.append(sample_pairs(m, s, total, min(total, _CANDIDATES_PER_SIZE), gen))
     return torch.cat(pool)
 
