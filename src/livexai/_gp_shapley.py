@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ._design import ShapleyDesign, pairs_of_size, sample_pairs
+from ._design import ShapleyDesign, pairs_of_size, remembered_design, sample_pairs
 from ._surrogate import ShapleyFit, solve_dtype
 
 # Above this many features the greedy design's candidates (and its cost) grow too fast for a live call.
@@ -148,10 +146,6 @@ def greedy_design(
     return ShapleyDesign.of(units, torch.minimum(sizes, m - sizes) - 1)
 
 
-# Designs already chosen, by (players, coalitions, seed, device), most recently used last.
-_DESIGNS: OrderedDict[tuple[int, int, int, torch.device], ShapleyDesign] = OrderedDict()
-_DESIGNS_KEPT = 32
-_DESIGNS_GUARD = threading.Lock()
 # Steps of the greedy choice between two cancellation checks.
 _CHECK_EVERY = 16
 
@@ -159,23 +153,14 @@ _CHECK_EVERY = 16
 def cached_greedy_design(
     m: int, n_coalitions: int, seed: int, device: torch.device, check_cancel: Callable[[], None] | None = None
 ) -> ShapleyDesign:
-    """:func:`greedy_design` for a generator seeded with ``seed`` on ``device``, chosen once: it depends on neither
-    the model nor the input, so a widget recomputing with the same budget reuses it. Read-only.
+    """:func:`greedy_design` seeded with ``seed``, chosen once (see :func:`~livexai._design.remembered_design`).
 
     ``check_cancel`` is called every few steps of the choice (up to 0.5 s at 16 features): a widget whose slider
     moved on abandons it, and an abandoned design is not kept.
     """
-    key = (m, n_coalitions, seed, device)
-    with _DESIGNS_GUARD:
-        if key in _DESIGNS:
-            _DESIGNS.move_to_end(key)
-            return _DESIGNS[key]
-    design = greedy_design(m, n_coalitions, torch.Generator(device=device).manual_seed(seed), check_cancel)
-    with _DESIGNS_GUARD:
-        _DESIGNS[key] = design
-        while len(_DESIGNS) > _DESIGNS_KEPT:
-            _DESIGNS.popitem(last=False)
-    return design
+    return remembered_design(
+        "greedy", m, n_coalitions, seed, device, lambda gen: greedy_design(m, n_coalitions, gen, check_cancel)
+    )
 
 
 def n_candidates(m: int) -> int:
