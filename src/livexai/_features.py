@@ -11,7 +11,7 @@ bounded and there is no Python loop per sample.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -272,24 +272,64 @@ def _finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
 # Masks to inputs
 
 
-def masked_images(
-    masks: torch.Tensor,
-    segments: torch.Tensor,
-    x: torch.Tensor,
-    fill: torch.Tensor,
-    layout: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """Images ``(n, C, H, W)``: ``x`` where the superpixel is on in ``masks`` ``(n, K)``, ``fill`` elsewhere.
+class ImageMasker:
+    """Masked images of one ``x`` ``(1, C, H, W)`` with superpixels ``segments`` ``(H, W)``, built in memory
+    ``layout`` (the one the model adapter runs them in: converting them afterwards cost as much as building them):
+    ``x`` where a pixel's superpixel is on in a mask, a fill image's value elsewhere.
 
-    ``fill`` is ``(1, C, H, W)`` (a baseline) or ``(n, C, H, W)`` (one background image per mask). The masks are
-    expanded to pixels with one gather on the ``(H, W)`` label map. The images are built directly in ``layout``
-    (the one the model adapter runs them in): converting them afterwards cost as much as building them.
+    Bit for bit ``torch.where``, but no operation broadcasts: ``fill ^ ((x ^ fill) & on)`` on the values' bits,
+    with ``on`` all ones where the superpixel is on, gathered per value in memory order. Broadcasting a per-pixel
+    mask over channels-last images gives inner loops of C = 3 values, which made ``torch.where`` and a bitwise
+    ``and`` 3 to 10 times slower. Two neighbouring values are gathered as one integer of twice the width, from a
+    per-mask table of the label pairs that occur: half the gathers. For 64 images of 3 x 64 x 64 on a CPU: 0.27
+    instead of 0.6 ms, ~2 % instead of ~6 % of a small CNN's forward passes.
     """
-    pixels = masks[:, segments].unsqueeze(1)  # (n, 1, H, W)
-    x, fill = x.contiguous(memory_format=layout), fill.contiguous(memory_format=layout)
-    if fill.shape[0] == 1 and x.dtype in _SAME_WIDTH_INTEGERS:
-        return _bitwise_select(pixels, x, fill, layout)
-    return torch.where(pixels, x, fill)
+
+    def __init__(self, x: torch.Tensor, segments: torch.Tensor, layout: torch.memory_format) -> None:
+        self.layout = layout
+        self.x = x.contiguous(memory_format=layout)
+        self.segments = segments
+        self.integer = _SAME_WIDTH_INTEGERS.get(x.dtype)
+        if self.integer is None:
+            return
+        labels = self._flat(segments.expand_as(x))[
+            0
+        ]  # (C * H * W,): each value's superpixel, in memory order
+        self.x_bits = self._flat(self.x).view(self.integer)
+        count = int(labels.max()) + 1
+        wider = _DOUBLE_WIDTH.get(self.integer) if labels.numel() % 2 == 0 else None
+        if wider is None:  # one value per gather, straight from the masks
+            self.gathered = self.integer
+            self.table_labels = torch.arange(count, device=labels.device)[:, None]  # (K, 1)
+            self.table_index = labels
+        else:
+            self.gathered = wider
+            pairs = labels.view(-1, 2)
+            codes, self.table_index = torch.unique(pairs[:, 0] * count + pairs[:, 1], return_inverse=True)
+            self.table_labels = torch.stack([codes // count, codes % count], dim=1)  # (Q, 2)
+
+    def __call__(self, masks: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """Images ``(n, C, H, W)`` for masks ``(n, K)``; ``fill`` is ``(1, C, H, W)`` (a baseline) or
+        ``(n, C, H, W)`` (one background image per mask)."""
+        fill = fill.contiguous(memory_format=self.layout)
+        if self.integer is None:
+            return torch.where(masks[:, self.segments].unsqueeze(1), self.x, fill)
+        n = masks.shape[0]
+        # Per mask, each occurring label pair's two values' bits side by side: one integer of twice the width.
+        table = masks.to(self.integer).neg_()[:, self.table_labels].view(self.gathered).view(n, -1)
+        on = torch.gather(table, 1, self.table_index.expand(n, -1)).view(self.integer)  # (n, C * H * W)
+        fill_bits = self._flat(fill).view(self.integer)
+        on.bitwise_and_(self.x_bits ^ fill_bits).bitwise_xor_(fill_bits)
+        _, c, h, w = self.x.shape
+        if self.layout == torch.channels_last:
+            return on.view(self.x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
+        return on.view(self.x.dtype).view(n, c, h, w)
+
+    def _flat(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` as ``(N, C * H * W)`` in this layout's memory order (a view when they are in it)."""
+        if self.layout == torch.channels_last:
+            images = images.permute(0, 2, 3, 1)
+        return images.reshape(images.shape[0], -1)
 
 
 # Integer types of each float type's width: a float's bits, selected with bitwise operations.
@@ -299,23 +339,8 @@ _SAME_WIDTH_INTEGERS = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
 }
-
-
-def _bitwise_select(
-    pixels: torch.Tensor, x: torch.Tensor, fill: torch.Tensor, layout: torch.memory_format
-) -> torch.Tensor:
-    """``torch.where(pixels, x, fill)`` for one ``x`` and one ``fill`` ``(1, C, H, W)``, bit for bit, in memory
-    ``layout``: ``fill ^ ((x ^ fill) & mask)`` on the values' bits, with the mask all ones or all zeros.
-
-    ``torch.where`` broadcasting a ``(n, 1, H, W)`` mask over channels ran 2.6 times slower on a CPU (0.72 vs
-    0.27 ms for 32 images of 3 x 64 x 64), a tenth of a small CNN's forward passes.
-    """
-    integer = _SAME_WIDTH_INTEGERS[x.dtype]
-    fill_bits = fill.view(integer)
-    differing = torch.bitwise_xor(x.view(integer), fill_bits)
-    mask = pixels.to(integer).neg_()  # True -> all bits set, False -> none
-    chosen = torch.bitwise_and(differing, mask).contiguous(memory_format=layout)
-    return chosen.bitwise_xor_(fill_bits).view(x.dtype)
+# Integers twice as wide: two neighbouring values gathered as one.
+_DOUBLE_WIDTH = {torch.int16: torch.int32, torch.int32: torch.int64}
 
 
 def masked_rows(masks: torch.Tensor, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -350,6 +375,7 @@ class FeatureSpace:
     fill: torch.Tensor
     fill_weights: torch.Tensor | None = None
     tokens: TokenFeatures | None = None
+    _maskers: dict[torch.memory_format, ImageMasker] = field(default_factory=dict, repr=False)
 
     @classmethod
     def sequence(cls, features: TokenFeatures) -> FeatureSpace:
@@ -390,7 +416,10 @@ class FeatureSpace:
         fill = self.fill[:1] if which is None else self.fill[which]
         if self.segments is None:
             return masked_rows(masks, self.x, fill)
-        return masked_images(masks, self.segments, self.x, fill, layout)
+        masker = self._maskers.get(layout)
+        if masker is None:
+            masker = self._maskers[layout] = ImageMasker(self.x, self.segments, layout)
+        return masker(masks, fill)
 
     def paint(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values ``(M,)`` as attributions: painted on the superpixels ``(H, W)`` or the tokens
