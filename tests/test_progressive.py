@@ -74,5 +74,7 @@ def test_pair_layout_walks_empty_then_each_pair_and_its_complement_per_fill_row(
     assert torch.equal(layout.masks(3, 7), masks[3:7])
     assert layout.fill_rows(3, 7).tolist() == [1, 0, 1, 0]
     assert PairLayout(units, n_fill=1).fill_rows(0, 5) is None
+    assert torch.equal(PairLayout(units, n_fill=1).masks(1, 5), masks[2::2])
+    assert PairLayout(units[:0], n_fill=1).masks(0, 1).tolist() == [[False, False, False]]
     values = torch.tensor([0.0, 5.0, 2.0, 7.0, 1.0])
     assert layout.differences(values, 2).tolist() == [3.0, 6.0]

@@ -315,16 +315,21 @@ class PairLayout:
             weights=self.fill_weights,
         )
 
+    @functools.cached_property
+    def item_masks(self) -> torch.Tensor:
+        """Every item's coalition ``(1 + 2 P, M)`` bool: the empty one, then each planned one and its complement.
+
+        Built once (a 1000-coalition run over 50 superpixels holds 50 kB): working the rows of each batch out
+        from ``units`` took 1.5 ms of a small CNN's KernelSHAP call."""
+        empty = torch.zeros(1, self.units.shape[1], dtype=torch.bool, device=self.units.device)
+        pairs = torch.stack([self.units, ~self.units], dim=1).flatten(0, 1)
+        return torch.cat([empty, pairs])
+
     def masks(self, start: int, stop: int) -> torch.Tensor:
         """Coalitions ``(stop - start, M)`` bool of evaluations ``start..stop`` of the flat sequence."""
-        n_pairs, m = self.units.shape
-        item = torch.arange(start, stop, device=self.units.device) // self.n_fill
-        if n_pairs:
-            masks = self.units[((item - 1) // 2).clamp(0, n_pairs - 1)]
-        else:
-            masks = torch.zeros(stop - start, m, dtype=torch.bool, device=self.units.device)
-        masks = masks ^ ((item - 1) % 2 == 1)[:, None]  # the second coalition of a pair is the complement
-        return masks & (item > 0)[:, None]  # item 0 is the empty coalition
+        if self.n_fill == 1:
+            return self.item_masks[start:stop]
+        return self.item_masks[torch.arange(start, stop, device=self.units.device) // self.n_fill]
 
     def fill_rows(self, start: int, stop: int) -> torch.Tensor | None:
         """Which fill row each evaluation ``start..stop`` takes (None with a single fill: no gather needed)."""
