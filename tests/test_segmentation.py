@@ -248,8 +248,8 @@ def test_kmeans_matches_a_plain_reference():
         assert torch.equal(segmentation._slic_kmeans(features, height, width, rows, cols, 6), expected)
 
 
-def test_kmeans_in_three_passes_gives_the_same_labels(photo, monkeypatch):
-    """Large images compare 3 neighbours per op instead of 9 to bound memory; the labels must not change."""
+def test_kmeans_in_groups_of_cells_gives_the_same_labels(photo, monkeypatch):
+    """Large images compare the pixels of a few cells per op to bound memory; the labels must not change."""
     at_once = segment(photo, 60)
     monkeypatch.setattr(segmentation, "_MAX_TEMPORARY", 0)
     assert torch.equal(segment(photo, 60), at_once)

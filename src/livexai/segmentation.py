@@ -30,8 +30,14 @@ _RGB_TO_XYZ = (
     (0.019334, 0.119193, 0.950227),
 )
 _WHITE_D65 = (0.95047, 1.0, 1.08883)
+# f(X), f(Y), f(Z) to L (less 16), a and b.
+_F_TO_LAB = (
+    (0.0, 116.0, 0.0),
+    (500.0, -500.0, 0.0),
+    (0.0, 200.0, -200.0),
+)
 
-# Most elements (64 MB of float32) SLIC's distance step may hold at once; past it, it works in 3 passes.
+# Most elements (64 MB of float32) SLIC's distance step may hold at once; past it, it takes the cells in groups.
 _MAX_TEMPORARY = 2**24
 
 
@@ -216,13 +222,18 @@ def _grid(height: int, width: int, n_segments: int, device: torch.device) -> tor
 
 
 def _rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """CIELAB ``(3, H, W)`` (L in 0..100) of sRGB ``(3, H, W)`` in ``[0, 1]``, as scikit-image's ``rgb2lab``."""
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
-    matrix = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
+    """CIELAB ``(3, H, W)`` (L in 0..100) of sRGB ``(3, H, W)`` in ``[0, 1]``, as scikit-image's ``rgb2lab``.
+
+    The two linear steps (sRGB-linear to XYZ over the white point; f(XYZ) to L, a, b) are matrix products, so
+    the conversion is a dozen tensor operations, whatever the image size."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92).reshape(3, -1)
+    to_xyz = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
     white = torch.tensor(_WHITE_D65, dtype=rgb.dtype, device=rgb.device)
-    xyz = torch.einsum("ij,jhw->ihw", matrix, linear) / white[:, None, None]
+    xyz = (to_xyz / white[:, None]) @ linear
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
-    return torch.stack((116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])))
+    to_lab = torch.tensor(_F_TO_LAB, dtype=rgb.dtype, device=rgb.device)
+    offset = torch.tensor((-16.0, 0.0, 0.0), dtype=rgb.dtype, device=rgb.device)
+    return torch.addmm(offset[:, None], to_lab, f).view(rgb.shape)
 
 
 def _slic(
@@ -269,11 +280,12 @@ def _slic_kmeans(
     """k-means where each pixel only considers the centres seeded in its grid cell and the 8 around it.
 
     ``features`` ``(D, H*W)``; returns ``(H, W)`` labels (slot numbers, not contiguous). Centres sit in a
-    ``(rows + 2) x (cols + 2)`` grid of slots (a border of never-used slots at infinity). The pixels are laid out
-    once, cell by cell, in a padded ``(D, rows, cols, cell_h * cell_w)`` array, so comparing every pixel with the
-    centre one cell up/down/left/right is a broadcast of a shifted slice of the centre grid: each iteration is a
-    few elementwise tensor ops plus one scatter of the means, with no gather over 9 x pixels (and few ops: each
-    is a kernel launch on a GPU and a thread-pool barrier on a CPU).
+    ``(rows + 2) x (cols + 2)`` grid of slots (a border of never-seeded slots, never chosen). The pixels are laid
+    out once, cell by cell, in a padded ``(cells, D, cell_h * cell_w)`` array, so the squared distances from a
+    cell's pixels to its 9 candidate centres are one batched matrix product: ``|f|^2 + |c|^2 - 2 c.f``, with
+    ``|f|^2`` computed once. Each iteration is about twenty small tensor operations (each a kernel launch on a
+    GPU and a thread-pool barrier on a CPU), half as many as subtracting and squaring ``(D, 9, pixels)``
+    differences took, and without their temporaries.
     """
     device, n_features = features.device, features.shape[0]
     rows_at, cell_h = _cell_layout(height, rows, device)
@@ -283,45 +295,66 @@ def _slic_kmeans(
     row_part = (rows_at // cell_h) * (cols * block) + (rows_at % cell_h) * cell_w
     col_part = (cols_at // cell_w) * block + cols_at % cell_w
     padded_index = (row_part[:, None] + col_part[None, :]).reshape(-1)  # (H*W,)
-    blocks = features.new_zeros(n_features, rows * cols * block)
-    blocks[:, padded_index] = features
-    blocks = blocks.view(n_features, rows, cols, block)
+    cells = rows * cols
+    blocks = features.new_zeros(cells * block, n_features)
+    blocks[padded_index] = features.T
+    blocks = blocks.view(cells, block, n_features).transpose(1, 2).contiguous()  # (cells, D, block)
+    squared_norms = blocks.square().sum(1, keepdim=True)  # (cells, 1, block)
 
     across = cols + 2
     cell_rows = torch.arange(1, rows + 1, device=device)
     cell_cols = torch.arange(1, cols + 1, device=device)
-    home = (cell_rows[:, None] * across + cell_cols)[:, :, None]  # (rows, cols, 1): each cell's own slot
+    home = cell_rows[:, None] * across + cell_cols  # (rows, cols): each cell's own slot
     n_slots = (rows + 2) * across
-    home_of_pixel = home.expand(rows, cols, block).reshape(-1)[padded_index]
+    home_of_pixel = home[:, :, None].expand(rows, cols, block).reshape(-1)[padded_index]
     shift_of_k = torch.tensor([dy * across + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
+    candidates = home.reshape(-1, 1) + shift_of_k  # (cells, 9): neighbour k is (k // 3 - 1, k % 3 - 1) away
+    seeded = torch.zeros(n_slots, dtype=torch.bool, device=device)
+    seeded[home.reshape(-1)] = True
+    border = ~seeded[candidates]  # (cells, 9): slots outside the grid
+    k_values = torch.arange(9, device=device, dtype=torch.int32).view(1, 9, 1)
+    per_op = max(1, _MAX_TEMPORARY // (9 * block))  # cells per distance op, bounding its (cells, 9, block)
+    with_counts = torch.cat((features, features.new_ones(1, features.shape[1])))  # sums and sizes in one pass
     labels = home_of_pixel
-    unused = features.new_full((n_features, n_slots), float("inf"))
-    centres = _cluster_means(features, labels, n_slots, unused)
-    # Neighbour k of a cell is the cell (k // 3 - 1, k % 3 - 1) away. All 9 are compared in one broadcast op
-    # (fewest ops), or 3 at a time when the (D, 9, pixels) temporary would be large.
-    per_op = 9 if 9 * blocks.numel() <= _MAX_TEMPORARY else 3
-    k_values = torch.arange(9, device=device, dtype=torch.int32).view(9 // per_op, per_op, 1, 1, 1)
-    # Buffers reused across iterations: fresh multi-MB tensors each time cost page faults on the CPU.
-    difference = blocks.new_empty(n_features, per_op, rows, cols, block)
-    distance = blocks.new_empty(per_op, rows, cols, block)
+    centres = _cluster_means(with_counts, labels, n_slots, features.new_zeros(n_features, n_slots))
     for _ in range(n_iter):
-        grid = centres.view(n_features, rows + 2, across)
-        closest = None
-        for group in range(9 // per_op):
-            ks = range(group * per_op, (group + 1) * per_op)
-            near = torch.stack([grid[:, k // 3 : rows + k // 3, k % 3 : cols + k % 3] for k in ks], 1)
-            torch.sub(blocks[:, None], near[..., None], out=difference)
-            torch.sum(difference.square_(), 0, out=distance)
-            # Argmin by packing k into the 4 lowest mantissa bits: non-negative floats order like their int32
-            # bits, so a plain minimum keeps both the smallest distance and its k (ties go to the lower k).
-            packed = distance.view(torch.int32).bitwise_and_(-16).bitwise_or_(k_values[group]).amin(0)
-            closest = packed if closest is None else torch.minimum(closest, packed)
-        best_k = closest.bitwise_and_(15).reshape(-1).index_select(0, padded_index)
+        near = centres.T[candidates]  # (cells, 9, D)
+        centre_norms = near.square().sum(2).masked_fill_(border, float("inf"))[:, :, None]
+        closest = torch.cat(
+            [
+                _closest_candidate(
+                    near[i : i + per_op],
+                    blocks[i : i + per_op],
+                    centre_norms[i : i + per_op],
+                    squared_norms[i : i + per_op],
+                    k_values,
+                )
+                for i in range(0, cells, per_op)
+            ]
+        )
+        best_k = closest.reshape(-1).index_select(0, padded_index)
         previous, labels = labels, home_of_pixel + shift_of_k.index_select(0, best_k)
         if torch.equal(labels, previous):
             break  # converged: the same labels give the same centres, so every later iteration repeats this one
-        centres = _cluster_means(features, labels, n_slots, centres)
+        centres = _cluster_means(with_counts, labels, n_slots, centres)
     return labels.view(height, width)
+
+
+def _closest_candidate(
+    near: torch.Tensor,
+    blocks: torch.Tensor,
+    centre_norms: torch.Tensor,
+    pixel_norms: torch.Tensor,
+    k_values: torch.Tensor,
+) -> torch.Tensor:
+    """For each pixel of some cells, which of its 9 candidate centres ``near`` ``(cells, 9, D)`` is nearest:
+    ``(cells, block)`` int32 in 0..8 (ties go to the lower k), from the pixels ``blocks`` ``(cells, D, block)``."""
+    distance = (centre_norms + pixel_norms).baddbmm_(near, blocks, alpha=-2.0).clamp_min_(0.0)
+    # Argmin by packing k into the 4 lowest mantissa bits: non-negative floats order like their int32 bits, so
+    # a plain minimum over the 9 keeps both the smallest distance and its k (argmin over a middle dimension ran
+    # 15 times slower on a CPU).
+    packed = distance.view(torch.int32).bitwise_and_(-16).bitwise_or_(k_values).amin(1)
+    return packed.bitwise_and_(15)
 
 
 def _cell_layout(size: int, cells: int, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -337,12 +370,14 @@ def _cell_layout(size: int, cells: int, device: torch.device) -> tuple[torch.Ten
 
 
 def _cluster_means(
-    features: torch.Tensor, labels: torch.Tensor, n_slots: int, previous: torch.Tensor
+    with_counts: torch.Tensor, labels: torch.Tensor, n_slots: int, previous: torch.Tensor
 ) -> torch.Tensor:
-    """Mean feature ``(D, n_slots)`` of the pixels in each cluster; clusters left empty keep ``previous``."""
-    sums = torch.zeros_like(previous).index_add_(1, labels, features)
-    counts = torch.bincount(labels, minlength=n_slots).to(features.dtype)
-    return torch.where(counts > 0, sums / counts.clamp_min(1.0), previous)
+    """Mean feature ``(D, n_slots)`` of the pixels in each cluster; clusters left empty keep ``previous``.
+
+    ``with_counts`` ``(D + 1, pixels)`` is the features with a row of ones, whose sums are the cluster sizes."""
+    sums = with_counts.new_zeros(with_counts.shape[0], n_slots).index_add_(1, labels, with_counts)
+    counts = sums[-1]
+    return torch.where(counts > 0, sums[:-1] / counts.clamp_min(1.0), previous)
 
 
 def _connected_labels(labels: torch.Tensor, min_size: int) -> torch.Tensor:
