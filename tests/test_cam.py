@@ -311,6 +311,24 @@ def test_one_forward_pass_serves_the_target_and_the_gradient(cnn: SmallCNN, imag
         handle.remove()
 
 
+def test_the_pass_runs_in_the_layout_the_adapter_chose_and_gives_the_same_map(
+    cnn: SmallCNN, image: torch.Tensor
+) -> None:
+    contiguous = grad_cam(cnn, image, layer="features.3", target=1)
+    layouts = []
+    handle = cnn.register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        adapter = ModelAdapter(cnn)
+        adapter._remember(("layout", tuple(image.shape), str(adapter.device), None), torch.channels_last)
+        channels_last = grad_cam(adapter, image, layer="features.3", target=1)
+    finally:
+        handle.remove()
+    assert layouts == [True]
+    torch.testing.assert_close(channels_last.attributions, contiguous.attributions, rtol=1e-4, atol=1e-6)
+
+
 def test_a_frozen_model_records_autograd_from_the_layer_on_only(
     resnet: SmallResNet, image: torch.Tensor
 ) -> None:
