@@ -314,6 +314,19 @@ def test_model_calls_are_whole_batches() -> None:
     assert model.calls <= math.ceil(300 / batch) + 2, (model.calls, model.sizes)
 
 
+def test_a_plain_call_splits_its_samples_into_whole_batches() -> None:
+    """Without refits along the way, chunks of 100 samples would cut batches short at every chunk's end."""
+    model = CountingModel(make_cnn(seed=14).eval())
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(14))
+    segments = grid_segments(16, 16, 3, 3)
+    adapter = ModelAdapter(model, batch_size=64)
+    lime(adapter, image, segments=segments, n_samples=1000, chunk_size=100)
+    assert model.sizes == [1] + [64] * 15 + [40]  # f(x), then the samples as a plain loop would batch them
+    model.reset()  # chunks of at least 1024 samples keep the scores (N, K) bounded, then grow to whole batches
+    lime(ModelAdapter(model, batch_size=48), image, segments=segments, n_samples=3000, chunk_size=100)
+    assert model.sizes == [1] + [48] * 21 + [16] + [48] * 22 + [48] * 19 + [8]
+
+
 def test_model_left_unchanged() -> None:
     model = make_cnn(seed=15)
     model.train()

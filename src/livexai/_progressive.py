@@ -73,6 +73,8 @@ class FlatSequence:
 # Evaluations in a progressive run's first chunk: on a CPU ResNet-18 a first chunk of 100 LIME samples kept the
 # first partial map 1.4 s away; 32 forward passes bring it in about a third of that.
 FIRST_CHUNK = 32
+# Evaluations per chunk at least in a run that refits only at the end.
+QUIET_CHUNK = 1024
 
 
 def evaluate_chunks(
@@ -230,15 +232,17 @@ def refits(call: PreparedCall, surrogate: Surrogate[E], schedule: Schedule) -> I
     def make_batch(start: int, stop: int) -> torch.Tensor:
         return surrogate.inputs(start, stop, call.adapter.layout(input_shape))
 
-    # Without refits along the way, one chunk: batches then split the whole run evenly, as plain forward passes
-    # would (chunks of 100 cut a 1000-sample run into 64 + 36 + 14 x 64 + 4 images, ~2 % slower on a small CNN).
+    # Without refits along the way, chunks of at least QUIET_CHUNK evaluations: batches then split a run evenly,
+    # as plain forward passes would (chunks of 100 cut 1000 samples into 64 + 36 + 14 x 64 + 4 images, ~2 %
+    # slower on a small CNN), while a chunk's scores (N, K) stay a few MB for any budget.
     refits_along_the_way = schedule.every_chunk or stop_rule.tol is not None
+    quiet_chunk = max(schedule.chunk_size, -(-QUIET_CHUNK // sequence.evals_per_item))
     chunks = evaluate_chunks(
         call.adapter,
         sequence,
         make_batch,
         input_shape=input_shape,
-        chunk_size=schedule.chunk_size if refits_along_the_way else sequence.n_items,
+        chunk_size=schedule.chunk_size if refits_along_the_way else quiet_chunk,
         check_cancel=schedule.check_cancel,
         early_first=schedule.every_chunk,
     )
