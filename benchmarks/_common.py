@@ -171,6 +171,14 @@ class Timing:
     runs: int
     times: list[float]
     result: Any = None
+    paired: list[float] | None = None  # the reference run timed right after each run, when asked for
+
+    @property
+    def paired_ratio(self) -> float | None:
+        """The median over runs of run time / the paired reference run's time (None without pairing)."""
+        if not self.paired:
+            return None
+        return statistics.median(t / p for t, p in zip(self.times, self.paired, strict=True))
 
 
 # A timed run of a fast call repeats it until the run lasts about this long (see measure).
@@ -185,9 +193,14 @@ def measure(
     min_runs: int = 2,
     max_runs: int = 5,
     max_seconds: float = 10.0,
+    paired: Callable[[], Any] | None = None,
 ) -> Timing:
     """Time ``fn()``: one warm-up call (``warmup`` if given, else ``fn``), then between ``min_runs`` and
     ``max_runs`` timed runs, stopping early once they add up to ``max_seconds``; times are per call.
+
+    With ``paired``, each run is followed by a timed run of ``paired()`` (a reference such as the forward-only
+    floor), so :attr:`Timing.paired_ratio` compares the two under the same machine state: on the shared 2-core
+    VM the floor alone moved by up to 7 % within a run, more than the gaps being measured.
 
     The stopping rule keeps a ResNet-sized run of a 1000-sample method to two repeats while cheap methods get
     five, so a full run fits in minutes on two cores. A call shorter than :data:`_RUN_TARGET_S` (a Grad-CAM on a
@@ -200,6 +213,7 @@ def measure(
     warm = time.perf_counter() - began
     number = 1 if warmup is not None or warm >= _RUN_TARGET_S else math.ceil(_RUN_TARGET_S / max(warm, 1e-6))
     times: list[float] = []
+    references: list[float] = []
     result = None
     while len(times) < max_runs:
         began = time.perf_counter()
@@ -207,9 +221,20 @@ def measure(
             result = fn()
         synchronize(device)
         times.append((time.perf_counter() - began) / number)
+        if paired is not None:
+            began = time.perf_counter()
+            paired()
+            synchronize(device)
+            references.append(time.perf_counter() - began)
         if len(times) >= min_runs and sum(times) * number >= max_seconds:
             break
-    return Timing(seconds=statistics.median(times), runs=len(times), times=times, result=result)
+    return Timing(
+        seconds=statistics.median(times),
+        runs=len(times),
+        times=times,
+        result=result,
+        paired=references if paired is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

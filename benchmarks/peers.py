@@ -161,7 +161,11 @@ class Bench:
         self.unsteady = False
 
     def timed(
-        self, fn: Callable[[], Any], warmup: Callable[[], Any] | None = None, max_seconds: float | None = None
+        self,
+        fn: Callable[[], Any],
+        warmup: Callable[[], Any] | None = None,
+        max_seconds: float | None = None,
+        paired: Callable[[], Any] | None = None,
     ) -> Timing:
         return measure(
             fn,
@@ -170,6 +174,7 @@ class Bench:
             min_runs=self.s.min_runs,
             max_runs=self.s.max_runs,
             max_seconds=self.s.max_seconds if max_seconds is None else max_seconds,
+            paired=paired,
         )
 
     def timed_gradient(self, fn: Callable[[], Any]) -> Timing:
@@ -246,15 +251,19 @@ class Bench:
         )
 
     # -- sampling methods ----------------------------------------------------------------------------------------
-    def sampled(self, make: Callable[[int], Callable[[], Any]], ours: bool = False) -> Timing:
-        """Time ``make(budget)()``, warmed up by a smaller call ``make(warm-up budget)()``.
+    def sampled(
+        self, make: Callable[[int], Callable[[], Any]], ours: bool = False, paired: bool = False
+    ) -> Timing:
+        """Time ``make(budget)()``, warmed up by a smaller call ``make(warm-up budget)()``; with ``paired``, each
+        run is followed by a run of the forward-only floor (see :func:`measure`).
 
         The warm-up only has to build the convolution kernels for each batch shape and, for livexai, let the
         adapter finish its batch-size trials (as a widget's first 1000-sample call does); for a peer, repeating
         a 15-second ResNet call for it would add minutes.
         """
         warm = min(self.s.budget, self.s.tuning_budget if ours else self.s.warmup_budget)
-        return self.timed(make(self.s.budget), warmup=make(warm))
+        floor = self._forward_budget if paired else None
+        return self.timed(make(self.s.budget), warmup=make(warm), paired=floor)
 
     def our_superpixel_row(self, method: Callable[..., Any], autocast: torch.dtype | None = None) -> Row:
         """livexai's ``lime`` or ``kernel_shap`` on the shared superpixels, timed as :meth:`sampled` does;
@@ -268,8 +277,19 @@ class Bench:
                 model, self.x, target=self.target, segments=self.segments, n_samples=samples, seed=0
             )
 
-        timing = self.sampled(make, ours=True)
-        return Row("", "", "", timing, evals=timing.result.n_evals, ours=autocast is None)
+        timing = self.sampled(make, ours=True, paired=autocast is None)
+        row = Row("", "", "", timing, evals=timing.result.n_evals, ours=autocast is None)
+        row.note = self._tuned_plan(model if isinstance(model, ModelAdapter) else ModelAdapter(self.model))
+        return row
+
+    def _tuned_plan(self, adapter: Any) -> str:
+        """The batch size and memory layout the adapter's CPU trials chose for this model (say why a row is slow)."""
+        key = ("forward", tuple(self.x.shape), str(self.device), adapter.autocast)
+        plan = adapter._known(key)  # private: a diagnostic only
+        if plan is None:
+            return ""
+        size, layout = plan
+        return f"tuned batches of {size}, {str(layout).removeprefix('torch.')}"
 
     def reduced_precision_row(self, group: str, method: Callable[..., Any]) -> Row:
         """livexai in bfloat16 autocast, with the error it introduces: its weights against the float32 run of the
@@ -703,11 +723,11 @@ def table(rows: list[Row], floor: Timing | None) -> str:
         else:
             ratio = "1.00" if row.ours else (_ratio(timing.seconds / ours) if ours else "–")
             times = f"{timing.runs}"
-        x_floor = (
-            _ratio(timing.seconds / floor.seconds)
-            if timing is not None and floor is not None and row.group != "Segmentation"
-            else "–"
-        )
+        x_floor = "–"
+        if timing is not None and timing.paired_ratio is not None:
+            x_floor = f"{_ratio(timing.paired_ratio)} (paired)"
+        elif timing is not None and floor is not None and row.group != "Segmentation":
+            x_floor = _ratio(timing.seconds / floor.seconds)
         lines.append(
             [
                 row.group,
@@ -753,7 +773,9 @@ def report(
         "~100 batches, is timed once; a call under 50 ms (Grad-CAM) is repeated within each run until the run "
         "lasts about 50 ms, and the time per call is reported.",
         "- `vs livexai` = peer's time / livexai's time (above 1: livexai is faster). `× floor` = time / the "
-        "forward-only floor of the same model.",
+        "forward-only floor of the same model. `(paired)`: livexai's float32 sampling rows time a floor run right "
+        "after each of their runs and give the median of the ratios, so a drift of the machine's speed during the "
+        "benchmark (the floor moved by up to 7 % between its start and end) does not enter them.",
         "",
     ]
     measured = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
