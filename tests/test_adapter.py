@@ -84,6 +84,19 @@ def test_cpu_batch_size_is_tuned_once_then_remembered() -> None:
     assert model.sizes == [128, 128, 44]  # remembered for the model: no probe, no trials
 
 
+@pytest.mark.parametrize("purpose", ["gradient", "deeplift"])
+def test_passes_with_gradients_try_no_batch_above_32(purpose: str) -> None:
+    """Their activations are kept for the backward pass: a trial batch of 128 would be real work run slowly."""
+    model = Timed(per_call=0.003, per_input=0.0001)  # bigger batches would be cheaper per input here
+    inputs = torch.rand(600, 3, 4, 4)
+
+    def step(start: int, stop: int, layout: torch.memory_format) -> None:
+        model(inputs[start:stop].contiguous(memory_format=layout))
+
+    ModelAdapter(model).run_batched(600, step, input_shape=(3, 4, 4), purpose=purpose)
+    assert model.sizes[:9] == [8, 16, 32] * 3 and set(model.sizes[9:-1]) == {32}
+
+
 def test_tuning_trials_carry_over_to_the_next_call_on_the_same_model() -> None:
     model = Timed(per_call=0.003, per_input=0.0001)  # best at 128
     inputs = torch.rand(300, 3, 4, 4)
