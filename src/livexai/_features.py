@@ -273,9 +273,10 @@ def _finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 class ImageMasker:
-    """Masked images of one ``x`` ``(1, C, H, W)`` with superpixels ``segments`` ``(H, W)``, built in memory
-    ``layout`` (the one the model adapter runs them in: converting them afterwards cost as much as building them):
-    ``x`` where a pixel's superpixel is on in a mask, a fill image's value elsewhere.
+    """Masked images of one ``x`` ``(1, C, H, W)`` with superpixels ``segments`` ``(H, W)`` and reference images
+    ``fill`` ``(S, C, H, W)``, built in memory ``layout`` (the one the model adapter runs them in: converting them
+    afterwards cost as much as building them): ``x`` where a pixel's superpixel is on in a mask, a fill image's
+    value elsewhere.
 
     Bit for bit ``torch.where``, but no operation broadcasts: ``fill ^ ((x ^ fill) & on)`` on the values' bits,
     with ``on`` all ones where the superpixel is on, gathered per value in memory order. Broadcasting a per-pixel
@@ -285,17 +286,21 @@ class ImageMasker:
     instead of 0.6 ms, ~2 % instead of ~6 % of a small CNN's forward passes.
     """
 
-    def __init__(self, x: torch.Tensor, segments: torch.Tensor, layout: torch.memory_format) -> None:
+    def __init__(
+        self, x: torch.Tensor, segments: torch.Tensor, fill: torch.Tensor, layout: torch.memory_format
+    ) -> None:
         self.layout = layout
         self.x = x.contiguous(memory_format=layout)
+        self.fill = fill.contiguous(memory_format=layout)  # once, not per batch
         self.segments = segments
         self.integer = _SAME_WIDTH_INTEGERS.get(x.dtype)
         if self.integer is None:
             return
-        labels = self._flat(segments.expand_as(x))[
-            0
-        ]  # (C * H * W,): each value's superpixel, in memory order
-        self.x_bits = self._flat(self.x).view(self.integer)
+        self.x_bits = self._flat(self.x).view(self.integer)  # (1, C * H * W)
+        self.fill_bits = self._flat(self.fill).view(self.integer)  # (S, C * H * W)
+        self.difference = self.x_bits ^ self.fill_bits[:1]  # with the first fill: the same for every mask
+        # Each value's superpixel, in memory order (C * H * W,).
+        labels = self._flat(segments.expand_as(x))[0]
         count = int(labels.max()) + 1
         wider = _DOUBLE_WIDTH.get(self.integer) if labels.numel() % 2 == 0 else None
         if wider is None:  # one value per gather, straight from the masks
@@ -308,18 +313,21 @@ class ImageMasker:
             codes, self.table_index = torch.unique(pairs[:, 0] * count + pairs[:, 1], return_inverse=True)
             self.table_labels = torch.stack([codes // count, codes % count], dim=1)  # (Q, 2)
 
-    def __call__(self, masks: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        """Images ``(n, C, H, W)`` for masks ``(n, K)``; ``fill`` is ``(1, C, H, W)`` (a baseline) or
-        ``(n, C, H, W)`` (one background image per mask)."""
-        fill = fill.contiguous(memory_format=self.layout)
+    def __call__(self, masks: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``(n, C, H, W)`` for masks ``(n, K)``; ``which`` ``(n,)`` picks each one's fill image (default:
+        the first)."""
         if self.integer is None:
+            fill = self.fill[:1] if which is None else self.fill[which]
             return torch.where(masks[:, self.segments].unsqueeze(1), self.x, fill)
         n = masks.shape[0]
         # Per mask, each occurring label pair's two values' bits side by side: one integer of twice the width.
         table = masks.to(self.integer).neg_()[:, self.table_labels].view(self.gathered).view(n, -1)
         on = torch.gather(table, 1, self.table_index.expand(n, -1)).view(self.integer)  # (n, C * H * W)
-        fill_bits = self._flat(fill).view(self.integer)
-        on.bitwise_and_(self.x_bits ^ fill_bits).bitwise_xor_(fill_bits)
+        if which is None:
+            on.bitwise_and_(self.difference).bitwise_xor_(self.fill_bits[:1])
+        else:
+            fill_bits = self.fill_bits[which]
+            on.bitwise_and_(self.x_bits ^ fill_bits).bitwise_xor_(fill_bits)
         _, c, h, w = self.x.shape
         if self.layout == torch.channels_last:
             return on.view(self.x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
@@ -413,13 +421,12 @@ class FeatureSpace:
         """
         if self.tokens is not None:
             return self.tokens.inputs(masks)
-        fill = self.fill[:1] if which is None else self.fill[which]
         if self.segments is None:
-            return masked_rows(masks, self.x, fill)
+            return masked_rows(masks, self.x, self.fill[:1] if which is None else self.fill[which])
         masker = self._maskers.get(layout)
         if masker is None:
-            masker = self._maskers[layout] = ImageMasker(self.x, self.segments, layout)
-        return masker(masks, fill)
+            masker = self._maskers[layout] = ImageMasker(self.x, self.segments, self.fill, layout)
+        return masker(masks, which)
 
     def paint(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values ``(M,)`` as attributions: painted on the superpixels ``(H, W)`` or the tokens
