@@ -251,7 +251,7 @@ def refits(call: PreparedCall, surrogate: Surrogate[E], schedule: Schedule) -> I
         weights = sequence.weights
         values[start:stop] = item_scores.mean(dim=1) if weights is None else item_scores @ weights.to(values)
         done, final = sequence.units_done(stop), stop == sequence.n_items
-        if (done == 0 and not final) or not (schedule.every_chunk or stop_rule.tol is not None or final):
+        if (done == 0 and not final) or not (refits_along_the_way or final):
             continue  # nothing to fit yet, or no partial result wanted
         estimate = surrogate.fit(values, done, final)
         ratio = stop_rule.ratio(estimate)
