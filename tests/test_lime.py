@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from livexai._adapter import ModelAdapter
-from livexai._features import generator, image_fill, lime_masks
+from livexai._features import gaussian_blur, generator, image_fill, lime_masks
 from livexai._surrogate import lime_kernel, weighted_ridge
 from livexai.lime import iter_lime, lime
 
@@ -175,6 +175,19 @@ def test_tabular_rows_take_off_columns_from_background_rows() -> None:
     assert result.attributions.shape == (8,) and result.feature_names == list("abcdefgh")
     zero = lime(model, x, baseline="zero", n_samples=200, alpha=0.0, target=0)
     torch.testing.assert_close(zero.weights.double(), slope * x.double(), atol=1e-5, rtol=0)
+
+
+def test_blur_wider_than_the_image_matches_scipy_gaussian_filter() -> None:
+    """Taps reaching past both edges (radius 15 on a 9 x 13 image) all land on the edge pixels, as scipy's
+    ``mode="nearest"``; a batch of images is blurred image by image."""
+    from scipy.ndimage import gaussian_filter
+
+    images = torch.rand(2, 2, 9, 13, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ours = gaussian_blur(images, 5.0)
+    theirs = np.stack(
+        [[gaussian_filter(c, 5.0, mode="nearest", truncate=3.0) for c in image] for image in images.numpy()]
+    )
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-12)
 
 
 def test_blur_baseline_matches_scipy_gaussian_filter() -> None:
