@@ -15,8 +15,8 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, Literal
 
 import torch
@@ -129,14 +129,9 @@ class ModelLock:
         self._queue: deque[object] = deque()  # tickets of the threads waiting, in arrival order
         self._flags: list[tuple[nn.Module, bool]] = []
 
-    @contextmanager
-    def hold(self, model: object) -> Iterator[None]:
+    def hold(self, model: object) -> _Hold:
         """Hold the lock, with ``model`` in eval mode, for the block (re-entrant)."""
-        self._acquire(model)
-        try:
-            yield
-        finally:
-            self._release()
+        return _Hold(self, model)
 
     def let_others_run(self, model: object) -> None:
         """Hand the lock to the threads waiting for it, if any, and take it back after them.
@@ -151,10 +146,10 @@ class ModelLock:
 
     def _acquire(self, model: object) -> None:
         me = threading.get_ident()
+        if self._owner == me:  # re-entry: only this thread sets or clears an owner equal to itself
+            self._depth += 1
+            return
         with self._state:
-            if self._owner == me:
-                self._depth += 1
-                return
             ticket = object()
             self._queue.append(ticket)
             try:
@@ -173,10 +168,11 @@ class ModelLock:
             raise
 
     def _release(self) -> None:
+        if self._depth > 1:  # an inner block: only the holder touches the depth while it holds the lock
+            self._depth -= 1
+            return
         with self._state:
             self._depth -= 1
-            if self._depth:
-                return
             flags, self._flags = self._flags, []
         try:
             restore_modes(flags)
@@ -184,6 +180,21 @@ class ModelLock:
             with self._state:
                 self._owner = None
                 self._state.notify_all()
+
+
+class _Hold(AbstractContextManager[None]):
+    """The block of :meth:`ModelLock.hold`: a plain context manager, as every call enters several of them."""
+
+    __slots__ = ("_lock", "_model")
+
+    def __init__(self, lock: ModelLock, model: object) -> None:
+        self._lock, self._model = lock, model
+
+    def __enter__(self) -> None:
+        self._lock._acquire(self._model)
+
+    def __exit__(self, *_: object) -> None:
+        self._lock._release()
 
 
 # One lock per model, shared by every adapter over it (weak keys: forgetting a model frees its lock).
