@@ -174,11 +174,16 @@ class Timing:
     paired: list[float] | None = None  # the reference run timed right after each run, when asked for
 
     @property
-    def paired_ratio(self) -> float | None:
-        """The median over runs of run time / the paired reference run's time (None without pairing)."""
+    def paired_ratios(self) -> list[float]:
+        """Each run's time / the paired reference run's time (empty without pairing)."""
         if not self.paired:
-            return None
-        return statistics.median(t / p for t, p in zip(self.times, self.paired, strict=True))
+            return []
+        return [t / p for t, p in zip(self.times, self.paired, strict=True)]
+
+    @property
+    def paired_ratio(self) -> float | None:
+        """The median of :attr:`paired_ratios` (None without pairing)."""
+        return statistics.median(self.paired_ratios) if self.paired else None
 
 
 # A timed run of a fast call repeats it until the run lasts about this long (see measure).

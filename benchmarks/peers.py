@@ -65,6 +65,10 @@ class Settings:
     backgrounds: tuple[int, ...] = (16, 64)
     min_runs: int = 1
     max_runs: int = 5
+    # Rows paired with the floor (see Benchmark.sampled) repeat up to this often: the ratio of a 0.2-s small-CNN
+    # run to its floor run moved by ±5 % from pair to pair on the shared 2-core VM, so five pairs left their
+    # median to chance. The time cap below still stops a ResNet row after one or two runs.
+    paired_max_runs: int = 15
     max_seconds: float = 10.0  # stop repeating once the runs add up to this: ResNet-18 sampling gets one run
     grad_max_seconds: float = 5.0  # gradient methods: a few seconds a call on ResNet-18, two runs are enough
     pilot: int = 100  # samples per candidate when picking Captum's perturbations_per_eval
@@ -172,7 +176,7 @@ class Bench:
             device=self.device,
             warmup=warmup,
             min_runs=self.s.min_runs,
-            max_runs=self.s.max_runs,
+            max_runs=self.s.max_runs if paired is None else self.s.paired_max_runs,
             max_seconds=self.s.max_seconds if max_seconds is None else max_seconds,
             paired=paired,
         )
@@ -694,6 +698,15 @@ class Bench:
 # Report
 
 
+def _quartiles(timing: Timing) -> str:
+    """``", middle half a–b"`` of the paired ratios, with enough pairs to say it."""
+    ratios = timing.paired_ratios
+    if len(ratios) < 4:
+        return ""
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f", middle half {_ratio(low)}–{_ratio(high)}"
+
+
 def _ratio(value: float) -> str:
     return f"{value:.2f}" if value >= 0.01 else f"{value:.4f}"
 
@@ -725,7 +738,7 @@ def table(rows: list[Row], floor: Timing | None) -> str:
             times = f"{timing.runs}"
         x_floor = "–"
         if timing is not None and timing.paired_ratio is not None:
-            x_floor = f"{_ratio(timing.paired_ratio)} (paired)"
+            x_floor = f"{_ratio(timing.paired_ratio)} (paired{_quartiles(timing)})"
         elif timing is not None and floor is not None and row.group != "Segmentation":
             x_floor = _ratio(timing.seconds / floor.seconds)
         lines.append(
@@ -775,7 +788,9 @@ def report(
         "- `vs livexai` = peer's time / livexai's time (above 1: livexai is faster). `× floor` = time / the "
         "forward-only floor of the same model. `(paired)`: livexai's float32 sampling rows time a floor run right "
         "after each of their runs and give the median of the ratios, so a drift of the machine's speed during the "
-        "benchmark (the floor moved by up to 7 % between its start and end) does not enter them.",
+        "benchmark (the floor moved by up to 7 % between its start and end) does not enter them; up to "
+        f"{settings.paired_max_runs} pairs, and the middle half of their ratios (the quartiles) says how much they "
+        "moved.",
         "",
     ]
     measured = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -834,7 +849,15 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; expected some of {MODEL_NAMES}")
     settings = (
-        Settings(budget=200, grad_samples=20, min_runs=1, max_runs=2, max_seconds=1.0, quick=True)
+        Settings(
+            budget=200,
+            grad_samples=20,
+            min_runs=1,
+            max_runs=2,
+            paired_max_runs=2,
+            max_seconds=1.0,
+            quick=True,
+        )
         if args.quick
         else Settings()
     )
@@ -845,6 +868,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.min_runs is not None:
         settings.min_runs = args.min_runs
         settings.max_runs = max(settings.max_runs, args.min_runs)
+        settings.paired_max_runs = max(settings.paired_max_runs, args.min_runs)
     groups = GROUPS
     if args.groups:
         groups = tuple(name.strip() for name in args.groups.split(",") if name.strip())
