@@ -235,13 +235,13 @@ class _LayoutClock:
     def model(self) -> nn.Module:
         clock = self
 
-        class Timed(nn.Module):
+        class Clocked(nn.Module):
             def forward(self, batch: torch.Tensor) -> torch.Tensor:
                 channels_last = not batch.is_contiguous()
                 clock.now += 0.01 * (clock.share if channels_last else 1.0)
                 return batch.mean(dim=(2, 3))
 
-        return Timed()
+        return Clocked()
 
 
 @pytest.mark.parametrize(
