@@ -97,10 +97,10 @@ def resolve_layer(model: object, layer: str | nn.Module) -> tuple[str, nn.Module
     """
     root = module_of(model)
     if isinstance(layer, str) and layer:
-        try:  # the common case, a valid name: found along its path, without listing every module
-            return layer, root.get_submodule(layer)
-        except AttributeError:
-            pass
+        # The common case, a valid name: found along its path, without listing every module.
+        found = _submodule_or_none(root, layer)
+        if found is not None:
+            return layer, found
     if isinstance(layer, nn.Module):
         known = _layer_names.get(layer)
         if known is not None and _submodule_or_none(root, known) is layer:
